@@ -1,0 +1,1 @@
+"""Optuna define-by-run search spaces and per-dataset presets (no Ray, no MLflow)."""

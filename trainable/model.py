@@ -1,0 +1,265 @@
+"""DialogueTRM (Section 4 of the paper), modules in the order data flows through them.
+
+utterance tokens --UtteranceEncoder (eq 1)--> F(u) --IntraModalTransformer (eq 2-3)--> r(u)
+acoustic/visual --projection + IntraModalTransformer (eq 4-6)--> r(a), r(v)
+r(u), r(a), r(v) --MultiGrainedFusion (eq 7-16)--> o --Discriminator (eq 17-18)--> P
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from trainable.config import DialogueTRMConfig
+from trainable.context import attention_mask
+from trainable.encoder import InputBuilder, build_encoder, has_segment_embeddings, load_tokenizer
+
+PAIRS = (("u", "a"), ("u", "v"), ("a", "v"))  # the fixed order of eq 12-15
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class UtteranceEncoder(nn.Module):
+    """Eq 1: f_i(u) = BERT([CLS] x_i [SEP] indi-context_i [SEP]) at [CLS], per turn."""
+
+    def __init__(self, config: DialogueTRMConfig, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.segments = has_segment_embeddings(encoder)
+        if not self.segments and config.segment_embedding and config.text_context == "dependent":
+            name = getattr(encoder.config, "model_type", type(encoder).__name__)
+            warnings.warn(
+                f"encoder type {name!r} has no segment embeddings: utterance and context share "
+                "segment 0, i.e. the 'remove segment embedding' ablation of Table 3",
+                stacklevel=2,
+            )
+        width = encoder.config.hidden_size
+        self.proj = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
+        if config.gradient_checkpointing:
+            encoder.gradient_checkpointing_enable({"use_reentrant": False})
+
+    def forward(self, input_ids, attention_mask, token_type_ids, turn_mask):
+        B, L, T = input_ids.shape  # (B, L, T): T tokens per turn
+        valid = turn_mask.reshape(-1).nonzero().squeeze(1)  # (N,) turns that exist
+        width = self.encoder.config.hidden_size
+        f = input_ids.new_zeros(B * L, width, dtype=torch.float32)
+        if valid.numel():
+            am = attention_mask.reshape(B * L, T)[valid]  # (N, T)
+            used = int(am.sum(1).max())  # trim padding columns shared by every turn
+            out = self.encoder(
+                input_ids=input_ids.reshape(B * L, T)[valid, :used],
+                attention_mask=am[:, :used],
+                token_type_ids=token_type_ids.reshape(B * L, T)[valid, :used]
+                if self.segments
+                else None,
+            ).last_hidden_state[:, 0]  # (N, He) at [CLS]
+            f = f.to(out.dtype).index_copy(0, valid, out)
+        f = f.view(B, L, width)  # (B, L, He)
+        return self.proj(f) if self.proj is not None else f  # (B, L, H)
+
+
+class IntraModalTransformer(nn.Module):
+    """Eq 2-6: a Transformer over one modality's turns under mask rho-bar (eq 3) or rho-dot
+    (eq 6). PyTorch's encoder layer with its defaults, as in the paper."""
+
+    def __init__(self, config: DialogueTRMConfig, mode: str, layers: int | None = None):
+        super().__init__()
+        n = config.intra_layers if layers is None else layers
+        self.mode, self.k = mode, config.k
+        self.checkpointing = config.gradient_checkpointing
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                config.hidden_size,
+                config.intra_heads,
+                config.ffn_size,
+                config.dropout,
+                batch_first=True,
+            )
+            for _ in range(n)
+        )
+
+    def forward(self, x):  # x: (B, L, H)
+        mask = attention_mask(x.shape[1], self.k, self.mode).to(x.device)  # (L, L), True = blocked
+        for layer in self.layers:
+            if self.checkpointing and self.training:
+                x = checkpoint(layer, x, mask, use_reentrant=False)
+            else:
+                x = layer(x, src_mask=mask)
+        return x  # (B, L, H)
+
+
+class MultiModalGate(nn.Module):
+    """Eq 7-12, the prototype dependency: a position-wise trade-off between two modalities."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.w_p = nn.Linear(hidden, hidden)
+        self.w_q = nn.Linear(hidden, hidden)
+        self.w_z = nn.Linear(2 * hidden, hidden)
+
+    def forward(self, r_p, r_q):  # (..., H) each
+        h_p = torch.tanh(self.w_p(r_p))  # eq 7
+        h_q = torch.tanh(self.w_q(r_q))  # eq 8
+        z = torch.sigmoid(self.w_z(torch.cat([r_p, r_q], dim=-1)))  # eq 9
+        return z * h_p, (1 - z) * h_q, z  # eq 10, eq 11
+
+
+class MultiGrainedFusion(nn.Module):
+    """Eq 7-16 (MGIF) and the fusion variants of Table 5. Output o_i per turn."""
+
+    def __init__(self, config: DialogueTRMConfig):
+        super().__init__()
+        self.kind, self.modalities = config.fusion, config.modalities
+        H, M = config.hidden_size, len(self.modalities)
+        self.pairs = [p for p in PAIRS if p[0] in self.modalities and p[1] in self.modalities]
+        gated = self.kind in ("mgif", "mgif-no-representation")
+        self.gates = nn.ModuleDict(
+            {p + q: MultiModalGate(H) for p, q in self.pairs} if gated else {}
+        )
+        self.transformer = None
+        if self.kind in ("mgif", "mgif-no-prototype"):
+            self.e_cls = nn.Parameter(torch.randn(H) * 0.02)  # learned e_CLS of eq 15
+            layer = nn.TransformerEncoderLayer(
+                H, config.inter_heads, config.ffn_size, config.dropout, batch_first=True
+            )
+            self.transformer = nn.TransformerEncoder(
+                layer, config.inter_layers, enable_nested_tensor=False
+            )
+        widths = {"mgif-no-representation": 2 * len(self.pairs) * H, "concat": M * H}
+        self.out_dim = widths.get(self.kind, H)
+
+    def forward(self, r: dict[str, torch.Tensor]) -> torch.Tensor:  # r[m]: (B, L, H)
+        if self.kind in ("additive", "concat", "max"):
+            stacked = [r[m] for m in self.modalities]
+            if self.kind == "additive":
+                return torch.stack(stacked).sum(0)  # (B, L, H)
+            if self.kind == "max":
+                return torch.stack(stacked).amax(0)  # (B, L, H)
+            return torch.cat(stacked, dim=-1)  # (B, L, M*H)
+        if self.gates:
+            seq = []
+            for p, q in self.pairs:  # eq 12-14
+                h_pq, h_qp, _ = self.gates[p + q](r[p], r[q])
+                seq += [h_pq, h_qp]
+        else:  # w/o prototype dependency: the Transformer wraps the ungated r's
+            seq = [r[m] for m in self.modalities]
+        if self.transformer is None:  # w/o representation dependency: concatenate
+            return torch.cat(seq, dim=-1)  # (B, L, 2P*H)
+        B, L, H = seq[0].shape
+        cls = self.e_cls.to(seq[0].dtype).expand(B, L, H)
+        m = torch.stack([cls, *seq], dim=2).reshape(B * L, len(seq) + 1, H)  # eq 15: M_i
+        o = self.transformer(m)[:, 0]  # eq 16, full mask rho_i; o_i at e_CLS
+        return o.reshape(B, L, H)
+
+
+class Discriminator(nn.Module):
+    """Eq 17-18: two-layer perceptron with tanh; softmax (CE) or linear (DE) read-out.
+    Returns logits for CE (softmax lives in the loss) and the values for DE."""
+
+    def __init__(self, in_dim: int, config: DialogueTRMConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.w_o = nn.Linear(in_dim, config.hidden_size)
+        self.w_out = nn.Linear(config.hidden_size, config.num_labels)  # W_C or W_D
+
+    def forward(self, o):  # (B, L, D)
+        return self.w_out(torch.tanh(self.w_o(self.dropout(o))))  # (B, L, C)
+
+
+class DialogueTRM(nn.Module):
+    def __init__(self, config: DialogueTRMConfig, encoder: nn.Module):
+        super().__init__()
+        self.config = config
+        H = config.hidden_size
+        self.utterance = UtteranceEncoder(config, encoder)
+        modes = config.context_modes
+        self.projections = nn.ModuleDict()
+        if "a" in config.modalities:
+            self.projections["a"] = nn.Linear(config.audio_dim, H)  # eq 4 input: 100/300 -> H
+        if "v" in config.modalities:
+            self.projections["v"] = nn.Linear(config.visual_dim, H)  # eq 5 input: 512 -> H
+        n = config.intra_layers if config.intra_transformer else 0
+        self.intra = nn.ModuleDict(
+            {m: IntraModalTransformer(config, modes[m], n) for m in config.modalities}
+        )
+        single = len(config.modalities) == 1  # DialogueTRM-U: o_i = r_i(u)
+        self.fusion = None if single else MultiGrainedFusion(config)
+        self.discriminator = Discriminator(H if single else self.fusion.out_dim, config)
+
+    @classmethod
+    def from_config(cls, config: DialogueTRMConfig, texts=None):
+        """Build the model and its tokenizer (``texts`` train the tiny encoder's vocabulary)."""
+        tokenizer = load_tokenizer(config, texts)
+        return cls(config, build_encoder(config, tokenizer)), tokenizer
+
+    def input_builder(self, tokenizer) -> InputBuilder:
+        return InputBuilder(tokenizer, self.config, segment_ids=self.utterance.segments)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def _forward_window(self, input_ids, attention_mask, token_type_ids, turn_mask, audio, visual):
+        r = {"u": self.utterance(input_ids, attention_mask, token_type_ids, turn_mask)}  # eq 1
+        features = {"a": audio, "v": visual}
+        for m in self.projections:
+            if features[m] is None:
+                raise ValueError(f"the config expects {m!r} features but none were given")
+            r[m] = self.projections[m](features[m])  # (B, L, H)
+        r = {m: self.intra[m](x) for m, x in r.items()}  # eq 2-6
+        o = r["u"] if self.fusion is None else self.fusion(r)  # eq 7-16
+        return self.discriminator(o).float()  # eq 17, (B, L, C)
+
+    def forward_chunks(
+        self, input_ids, attention_mask, token_type_ids, turn_mask, audio=None, visual=None
+    ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Yield ``(start, end, logits)`` for turns [start, end) of every chunk.
+
+        Each chunk is computed over a window that starts ``config.chunk_prefix`` turns earlier,
+        which covers everything its turns can attend to through the stacked masks, so the
+        outputs equal the whole-dialogue ones. A trainer may call backward per chunk.
+        """
+        L = input_ids.shape[1]
+        size = self.config.chunk_size or L
+        dtype = DTYPES[self.config.precision]
+        device_type = input_ids.device.type
+        for start in range(0, L, size):
+            end, first = min(start + size, L), max(0, start - self.config.chunk_prefix)
+
+            def cut(x, a=first, b=end):
+                return None if x is None else x[:, a:b]
+
+            with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+                logits = self._forward_window(
+                    cut(input_ids),
+                    cut(attention_mask),
+                    cut(token_type_ids),
+                    cut(turn_mask),
+                    cut(audio),
+                    cut(visual),
+                )
+            yield start, end, logits[:, start - first :]
+
+    def forward(
+        self, input_ids, attention_mask, token_type_ids, turn_mask, audio=None, visual=None
+    ):
+        """Logits (CE) or values (DE) for every turn: (B, L, num_labels)."""
+        chunks = self.forward_chunks(
+            input_ids, attention_mask, token_type_ids, turn_mask, audio, visual
+        )
+        return torch.cat([logits for _, _, logits in chunks], dim=1)
+
+    def loss(self, outputs, labels, turn_mask, class_weights=None):
+        """Cross-entropy (CE) or mean squared error (DE) over the turns that exist."""
+        valid = turn_mask.bool()
+        if self.config.task == "categorical":
+            return F.cross_entropy(outputs[valid], labels[valid], weight=class_weights)
+        return F.mse_loss(outputs[valid], labels[valid].to(outputs.dtype))
+
+    @staticmethod
+    def predict(outputs, task: str = "categorical"):
+        """Eq 18: argmax for CE, the values themselves for DE."""
+        return outputs.argmax(-1) if task == "categorical" else outputs
