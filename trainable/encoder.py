@@ -42,22 +42,32 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
+def _not_found(name: str) -> EncoderNotFoundError:
+    return EncoderNotFoundError(
+        f"encoder {name!r} is neither a local model folder nor in the local Hugging Face cache, "
+        "and could not be downloaded: pass a folder with config.json, weights and tokenizer "
+        "files, or use 'tiny' / 'minilm' for offline runs"
+    )
+
+
 def _from_pretrained(loader, name: str, **kwargs):
     """Load from a folder or the local cache first; download only when the hub is reachable."""
     path = resolve_encoder(name)
+    if Path(path).is_dir():
+        try:
+            return loader.from_pretrained(path, local_files_only=True, **kwargs)
+        except (OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            raise EncoderNotFoundError(f"encoder folder {path}: {first}") from None
     try:
         return loader.from_pretrained(path, local_files_only=True, **kwargs)
-    except OSError as local_error:
-        if Path(path).exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise EncoderNotFoundError(f"encoder {name!r}: {local_error}") from None
-        try:
-            return loader.from_pretrained(path, **kwargs)
-        except Exception:  # noqa: BLE001 - any hub failure gets the same actionable message
-            raise EncoderNotFoundError(
-                f"encoder {name!r} is not in the local Hugging Face cache and could not be "
-                f"downloaded: pass a local model folder (config.json, weights, tokenizer files) "
-                f"as the encoder, or 'tiny' / 'minilm' for offline runs"
-            ) from None
+    except OSError:
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise _not_found(name) from None
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except Exception:  # noqa: BLE001 - any hub failure gets the same actionable message
+        raise _not_found(name) from None
 
 
 def build_tiny_tokenizer(texts: Sequence[str], vocab_size: int = 4000):

@@ -40,7 +40,10 @@ class UtteranceEncoder(nn.Module):
         width = encoder.config.hidden_size
         self.proj = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
         if config.gradient_checkpointing:
-            encoder.gradient_checkpointing_enable({"use_reentrant": False})
+            enable = getattr(encoder, "activation_checkpointing_enable", None)  # transformers 5
+            enable = enable or encoder.gradient_checkpointing_enable
+            enable({"use_reentrant": False})
+            encoder.config.use_cache = False
 
     def forward(self, input_ids, attention_mask, token_type_ids, turn_mask):
         B, L, T = input_ids.shape  # (B, L, T): T tokens per turn

@@ -1,0 +1,34 @@
+"""The ``orch`` command line. Each subcommand lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from orchestrator import __version__
+
+app = typer.Typer(
+    name="orch",
+    help="Hyperparameter search and experiment tracking for DialogueTRM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"orch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Tune and track DialogueTRM: `orch search`, `orch best`, `orch train`, `orch ui`."""
+
+
+if __name__ == "__main__":
+    app()
