@@ -16,7 +16,7 @@ def tokenizer():
 
 def _split(inputs, tok):
     """Return (utterance ids, context ids) of a turn built with [SEP] tokens."""
-    ids, types = inputs.input_ids, inputs.token_type_ids
+    ids = inputs.input_ids
     assert ids[0] == tok.cls_token_id
     first_sep = ids.index(tok.sep_token_id)
     return ids[1:first_sep], ids[first_sep + 1 : -1] if len(ids) > first_sep + 1 else []
