@@ -122,11 +122,27 @@ def build_encoder(config: DialogueTRMConfig, tokenizer) -> nn.Module:
             max_position_embeddings=max(512, config.max_length),
             type_vocab_size=2,
             pad_token_id=tokenizer.pad_token_id,
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.dropout,
         )
         return BertModel(bert, add_pooling_layer=False)
     from transformers import AutoModel
 
-    return _from_pretrained(AutoModel, config.encoder, add_pooling_layer=False)
+    try:  # the pooler is unused (eq 1 reads [CLS] of the last layer); not every model has one
+        return _from_pretrained(AutoModel, config.encoder, add_pooling_layer=False)
+    except TypeError:
+        return _from_pretrained(AutoModel, config.encoder)
+
+
+def encoder_from_config(values: dict) -> nn.Module:
+    """A randomly initialised encoder of the architecture described by a saved config dict."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model(**values)
+    try:
+        return AutoModel.from_config(config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(config)
 
 
 def has_segment_embeddings(encoder: nn.Module) -> bool:
@@ -185,3 +201,12 @@ class InputBuilder:
         tail = context + ([self.sep] if sep and context else [])
         second = 1 if self.segments else 0
         return TurnInputs(head + tail, [0] * len(head) + [second] * len(tail))
+
+
+def encoder_has_segments(config: DialogueTRMConfig) -> bool:
+    """Whether the configured encoder takes segment id 1, read from its config alone."""
+    if config.encoder == "tiny":
+        return True
+    from transformers import AutoConfig
+
+    return getattr(_from_pretrained(AutoConfig, config.encoder), "type_vocab_size", 0) >= 2

@@ -255,12 +255,14 @@ class DialogueTRM(nn.Module):
         )
         return torch.cat([logits for _, _, logits in chunks], dim=1)
 
-    def loss(self, outputs, labels, turn_mask, class_weights=None):
-        """Cross-entropy (CE) or mean squared error (DE) over the turns that exist."""
+    def loss(self, outputs, labels, turn_mask, reduction: str = "mean"):
+        """Cross-entropy (CE) or squared error summed over dimensions (DE), over the turns that
+        exist; ``reduction`` is ``mean`` or ``sum`` over those turns."""
         valid = turn_mask.bool()
         if self.config.task == "categorical":
-            return F.cross_entropy(outputs[valid], labels[valid], weight=class_weights)
-        return F.mse_loss(outputs[valid], labels[valid].to(outputs.dtype))
+            return F.cross_entropy(outputs[valid], labels[valid], reduction=reduction)
+        per_turn = ((outputs[valid] - labels[valid].to(outputs.dtype)) ** 2).sum(-1)
+        return per_turn.sum() if reduction == "sum" else per_turn.mean()
 
     @staticmethod
     def predict(outputs, task: str = "categorical"):

@@ -1,0 +1,270 @@
+"""The training engine every `orch train` run and every search trial uses.
+
+AdamW (no decay on biases and norms), linear warmup then linear decay, gradient clipping,
+mixed precision, length-aware batching, per-epoch dev evaluation, test evaluation with the
+best-by-dev weights, and checkpoints that resume exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainable.batching import collate, model_inputs
+from trainable.checkpoint import load_tensors, read_json, save_checkpoint
+from trainable.metrics import categorical_metrics, dimensional_metrics, primary_metric
+from trainable.model import DialogueTRM
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 6e-6
+    """Peak learning rate of AdamW (paper: 6e-6)."""
+    warmup_steps: int = 1200
+    """Linear warmup steps before the linear decay to zero (paper: 1,200)."""
+    epochs: int = 10
+    """Passes over the training dialogues."""
+    batch_size: int = 4
+    """Dialogues per optimizer step (each turn of each dialogue is one encoder input)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (paper: 0.01), not applied to biases, norms and e_CLS."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0 disables)."""
+    seed: int = 0
+    """Seed of initialisation, dropout and batch order."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def length_batches(items: list[dict], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Batches of dialogues of similar size (turns x longest input), in a seeded random order.
+
+    Sizes get +-10 % jitter before sorting so batch composition varies between epochs while
+    padding stays small; the order depends only on (seed, epoch), which makes resuming exact.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    size = [len(it["input_ids"]) * max(len(t) for t in it["input_ids"]) for it in items]
+    order = sorted(range(len(items)), key=lambda i: size[i] * (0.9 + 0.2 * rng.random()))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)  # biases, norms, e_CLS: no decay
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    """Trains one DialogueTRM on encoded splits; ``fit`` calls ``on_epoch`` after each epoch."""
+
+    def __init__(
+        self,
+        model: DialogueTRM,
+        tokenizer,
+        data,  # trainable.features.EncodedSplits
+        train_config: TrainConfig,
+        *,
+        label_names: list[str],
+        dataset: str,
+    ):
+        self.model, self.tokenizer, self.data = model, tokenizer, data
+        self.cfg, self.label_names, self.dataset = train_config, label_names, dataset
+        self.task = model.config.task
+        self.metric = primary_metric(self.task)
+        self.device = resolve_device(train_config.device)
+        self.model.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(model, train_config.weight_decay), lr=train_config.lr, betas=(0.9, 0.999)
+        )
+        steps_per_epoch = -(-len(data.train) // train_config.batch_size)
+        self.total_steps = steps_per_epoch * train_config.epochs
+        self.scheduler = linear_schedule(
+            self.optimizer, train_config.warmup_steps, self.total_steps
+        )
+        fp16 = model.config.precision == "fp16" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.best: dict | None = None  # the history row of the best dev epoch
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    # -- batches -------------------------------------------------------------------------
+    def _batch(self, items: list[dict]) -> dict:
+        batch = collate(items, pad_id=self.pad_id, task=self.task)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def train_epoch(self, on_step: Callable | None = None) -> float:
+        self.model.train()
+        batches = length_batches(self.data.train, self.cfg.batch_size, self.cfg.seed, self.epoch)
+        total, count = 0.0, 0
+        for step, idx in enumerate(batches):
+            batch = self._batch([self.data.train[i] for i in idx])
+            loss = self._step(batch)
+            total, count = total + loss, count + 1
+            if on_step is not None:
+                on_step(step + 1, len(batches), loss)
+        return total / max(1, count)
+
+    def _step(self, batch: dict) -> float:
+        """One optimizer step. With chunking, backward runs per chunk (exact, bounded memory)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        mask, labels = batch["turn_mask"], batch["labels"]
+        n_turns = int(mask.sum())
+        loss_value = 0.0
+        for start, end, out in self.model.forward_chunks(**model_inputs(batch)):
+            chunk_mask = mask[:, start:end]
+            if not chunk_mask.any():
+                continue
+            loss = self.model.loss(out, labels[:, start:end], chunk_mask, reduction="sum") / n_turns
+            self.scaler.scale(loss).backward()
+            loss_value += float(loss.detach())
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss_value
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.model.eval()
+        items = getattr(self.data, split)
+        preds, golds, loss_sum, n = [], [], 0.0, 0
+        for idx in length_batches(items, max(8, self.cfg.batch_size), 0, 0):
+            batch = self._batch([items[i] for i in idx])
+            out = self.model(**model_inputs(batch))
+            mask = batch["turn_mask"]
+            loss_sum += float(self.model.loss(out, batch["labels"], mask, reduction="sum"))
+            n += int(mask.sum())
+            preds.append(DialogueTRM.predict(out, self.task)[mask].float().cpu().numpy())
+            golds.append(batch["labels"][mask].float().cpu().numpy())
+        p, g = np.concatenate(preds), np.concatenate(golds)
+        if self.task == "categorical":
+            m = categorical_metrics(g.astype(int), p.astype(int), self.label_names)
+        else:
+            m = dimensional_metrics(g, p, self.label_names)
+        m["loss"] = loss_sum / max(1, n)
+        return m
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(
+        self,
+        on_epoch: Callable[[dict, Trainer], None] | None = None,
+        on_step: Callable | None = None,
+    ) -> dict:
+        """Train the remaining epochs; returns the best-by-dev epoch's row (with test metrics)."""
+        while self.epoch < self.cfg.epochs:
+            train_loss = self.train_epoch(on_step)
+            self.epoch += 1
+            row = {
+                "epoch": self.epoch,
+                "train_loss": train_loss,
+                "lr": self.scheduler.get_last_lr()[0],
+            }
+            row.update({f"dev_{k}": v for k, v in self.evaluate("dev").items()})
+            improved = (
+                self.best is None or row[f"dev_{self.metric}"] > self.best[f"dev_{self.metric}"]
+            )
+            if improved:  # test with the best-by-dev weights: these ones
+                row.update({f"test_{k}": v for k, v in self.evaluate("test").items()})
+                self.best = dict(row)
+            row["is_best"] = improved
+            row.update(
+                {f"best_{k}": v for k, v in self.best.items() if k.startswith(("dev_", "test_"))}
+            )
+            row["best_epoch"] = self.best["epoch"]
+            self.history.append(row)
+            if on_epoch is not None:
+                on_epoch(row, self)
+        return self.best
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def meta(self) -> dict:
+        encoder = self.model.utterance.encoder
+        return {
+            "dataset": self.dataset,
+            "label_names": self.label_names,
+            "model": self.model.config.to_dict(),
+            "train": asdict(self.cfg),
+            "encoder_config": encoder.config.to_dict(),
+        }
+
+    def save(self, path: Path, resumable: bool = True) -> Path:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        trainer_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
+        state = {"epoch": self.epoch, "history": self.history, "best": self.best}
+        return save_checkpoint(
+            path,
+            model=self.model,
+            meta=self.meta(),
+            state=state,
+            tokenizer=self.tokenizer,
+            trainer_state=trainer_state if resumable else None,
+        )
+
+    def resume(self, path: Path) -> None:
+        """Continue exactly where the checkpoint at ``path`` stopped."""
+        state = read_json(path, "state.json")
+        self.model.load_state_dict(load_tensors(path, "model.pt", self.device))
+        trainer_state = load_tensors(path, "trainer.pt", "cpu")
+        self.optimizer.load_state_dict(trainer_state["optimizer"])
+        self.scheduler.load_state_dict(trainer_state["scheduler"])
+        self.scaler.load_state_dict(trainer_state["scaler"])
+        torch.set_rng_state(trainer_state["rng"]["torch"])
+        if "cuda" in trainer_state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(trainer_state["rng"]["cuda"])
+        self.epoch, self.history, self.best = state["epoch"], state["history"], state["best"]

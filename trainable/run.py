@@ -1,0 +1,74 @@
+"""From a dataset name and two configs to a ready Trainer, and back from a checkpoint.
+
+Both `orch train` and every search trial go through ``prepare``; nothing here knows about
+Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainable.checkpoint import load_tensors, load_tokenizer_from, read_json
+from trainable.config import DialogueTRMConfig
+from trainable.encoder import build_encoder, encoder_from_config
+from trainable.engine import TrainConfig, Trainer
+from trainable.features import encode_splits
+from trainable.model import DialogueTRM
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit_to_dataset(config: DialogueTRMConfig, splits) -> DialogueTRMConfig:
+    """The dataset decides the task, label count and feature widths."""
+    return dataclasses.replace(
+        config,
+        task=splits.task,
+        num_labels=splits.num_labels,
+        audio_dim=splits.audio_dim,
+        visual_dim=splits.visual_dim,
+    )
+
+
+def prepare(
+    dataset: str,
+    model_config: DialogueTRMConfig,
+    train_config: TrainConfig,
+    *,
+    data_dir: str | Path | None = None,
+    max_dialogues: int | None = None,
+    cache_dir: Path | None = None,
+) -> Trainer:
+    from trainable.datasets import load_dataset
+
+    splits = load_dataset(dataset, data_dir, max_dialogues=max_dialogues, seed=train_config.seed)
+    model_config = fit_to_dataset(model_config, splits)
+    data = encode_splits(splits, model_config, cache_dir)
+    seed_everything(train_config.seed)
+    model = DialogueTRM(model_config, build_encoder(model_config, data.tokenizer))
+    return Trainer(
+        model,
+        data.tokenizer,
+        data,
+        train_config,
+        label_names=splits.label_names,
+        dataset=splits.name,
+    )
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[DialogueTRM, object, dict]:
+    """Rebuild a trained model from a checkpoint folder (no download, no unpickling)."""
+    meta = read_json(path, "config.json")
+    config = DialogueTRMConfig.from_dict(meta["model"])
+    tokenizer = load_tokenizer_from(path)
+    model = DialogueTRM(config, encoder_from_config(meta["encoder_config"]))
+    model.load_state_dict(load_tensors(path, "model.pt", device))
+    return model.to(device).eval(), tokenizer, meta
