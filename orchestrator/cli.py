@@ -30,5 +30,9 @@ def main(
     """Tune and track DialogueTRM: `orch search`, `orch best`, `orch train`, `orch ui`."""
 
 
+from orchestrator.commands.train import train  # noqa: E402
+
+app.command()(train)
+
 if __name__ == "__main__":
     app()

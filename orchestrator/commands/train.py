@@ -1,0 +1,189 @@
+"""`orch train`: one DialogueTRM training run, no Ray, tracked as one MLflow run."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestrator.errors import RUNTIME, USAGE, fail
+from orchestrator.options import dataclass_parameters, option_name
+from orchestrator.tracking import client_for, experiment_id, resolve_tracking_uri
+from trainable.config import DialogueTRMConfig
+from trainable.engine import TrainConfig
+from trainable.presets import PRESETS, default_preset
+
+# Fields the dataset decides (task, label count, feature widths): not options.
+DERIVED = ("task", "num_labels", "audio_dim", "visual_dim")
+MODEL_FIELDS = [f.name for f in fields(DialogueTRMConfig) if f.name not in DERIVED]
+TRAIN_FIELDS = [f.name for f in fields(TrainConfig)]
+SHOWN = ("weighted_f1", "weighted_acc", "macro_f1", "mean_pearson", "mse", "loss")
+
+
+def build_configs(preset: str | None, given: dict) -> tuple[DialogueTRMConfig, TrainConfig]:
+    """Preset values, then every option the user set; a bad value names its option."""
+    name = preset or default_preset(given.get("encoder"))
+    if name not in PRESETS:
+        raise fail(f"--preset {name!r} is unknown; expected one of {', '.join(PRESETS)}", USAGE)
+    values = {**PRESETS[name], **{k: v for k, v in given.items() if v is not None}}
+    try:
+        model = DialogueTRMConfig(**{k: v for k, v in values.items() if k in MODEL_FIELDS})
+        train = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS})
+    except ValueError as error:
+        field = str(error).split()[0]
+        option = option_name(field) if field in MODEL_FIELDS + TRAIN_FIELDS else "option"
+        raise fail(f"{option}: {error}", USAGE) from None
+    return model, train
+
+
+def run_params(dataset, data_dir, max_dialogues, model: DialogueTRMConfig, train: TrainConfig):
+    return {
+        "dataset": dataset,
+        "data_dir": str(data_dir) if data_dir else None,
+        "max_dialogues": max_dialogues,
+        **model.to_dict(),
+        **asdict(train),
+    }
+
+
+def train(
+    dataset: str = typer.Option(..., help="meld, iemocap, avec or synthetic."),
+    data_dir: Path | None = typer.Option(None, help="Folder with the dataset's files."),
+    max_dialogues: int | None = typer.Option(
+        None, help="Use only the first N dialogues of each split (smoke runs)."
+    ),
+    preset: str | None = typer.Option(
+        None, help="Starting values: paper, or tiny (default when --encoder tiny)."
+    ),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow tracking URI \\[default: sqlite store under ./mlruns]."
+    ),
+    experiment: str = typer.Option("orch-train", help="MLflow experiment of the run."),
+    output: Path | None = typer.Option(
+        None, help="Also keep the best and last checkpoints in this folder."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print final dev/test metrics as one JSON line on stdout."
+    ),
+    **options,
+) -> None:
+    """Train one DialogueTRM on a dataset and record it in MLflow."""
+    from trainable.datasets import DATASETS, DataError
+
+    from trainable.encoder import EncoderNotFoundError
+    from trainable.run import prepare
+
+    if dataset not in DATASETS:
+        raise fail(
+            f"--dataset {dataset!r} is unknown; expected one of {', '.join(DATASETS)}", USAGE
+        )
+    if max_dialogues is not None and max_dialogues < 1:
+        raise fail(f"--max-dialogues must be >= 1, got {max_dialogues}", USAGE)
+    model_cfg, train_cfg = build_configs(preset, options)
+    out = Console(stderr=json_out)
+    err = Console(stderr=True)
+    try:
+        trainer = prepare(
+            dataset, model_cfg, train_cfg, data_dir=data_dir, max_dialogues=max_dialogues
+        )
+    except (DataError, EncoderNotFoundError) as error:
+        raise fail(str(error), RUNTIME) from None
+    except ValueError as error:
+        raise fail(str(error), USAGE) from None
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client_for(uri)
+    exp = experiment_id(client, uri, experiment)
+    run = client.create_run(exp, tags={"orch.command": " ".join(["orch", *sys.argv[1:]])})
+    run_id = run.info.run_id
+    params = run_params(dataset, data_dir, max_dialogues, trainer.model.config, train_cfg)
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    client.log_param(run_id, "num_parameters", trainer.model.num_parameters())
+
+    work = Path(output) if output else Path(tempfile.mkdtemp(prefix="orch-train-"))
+    status = "FAILED"
+    try:
+        best = _fit(trainer, client, run_id, work, err)
+        client.log_artifacts(run_id, str(work / "best"), "best_checkpoint")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise fail("interrupted; the MLflow run is marked KILLED", 130) from None
+    finally:
+        client.set_terminated(run_id, status)
+    _summary(out, trainer, best, run_id)
+    if json_out:
+        result = {
+            "dataset": dataset,
+            "run_id": run_id,
+            "best_epoch": best["epoch"],
+            "dev": {k[4:]: v for k, v in best.items() if k.startswith("dev_")},
+            "test": {k[5:]: v for k, v in best.items() if k.startswith("test_")},
+            "checkpoint": f"{run.info.artifact_uri}/best_checkpoint",
+        }
+        print(json.dumps(result))
+
+
+def _fit(trainer, client, run_id: str, work: Path, console: Console) -> dict:
+    steps = -(-len(trainer.data.train) // trainer.cfg.batch_size)
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("train", total=steps, epoch=1, epochs=trainer.cfg.epochs, loss=0.0)
+
+        def on_step(step, total, loss):
+            progress.update(bar, completed=step, loss=loss)
+
+        def on_epoch(row, t):
+            metrics = {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+            for key, value in metrics.items():
+                client.log_metric(run_id, key, value, step=row["epoch"])
+            t.save(work / "last")
+            if row["is_best"]:
+                t.save(work / "best", resumable=False)
+            console.print(
+                f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, "
+                f"dev {t.metric} {row['dev_' + t.metric]:.2f}"
+            )
+            progress.update(bar, completed=0, epoch=min(row["epoch"] + 1, t.cfg.epochs))
+
+        return trainer.fit(on_epoch=on_epoch, on_step=on_step)
+
+
+def _summary(console: Console, trainer, best: dict, run_id: str) -> None:
+    table = Table(title=f"best epoch {best['epoch']} of {trainer.cfg.epochs} (MLflow run {run_id})")
+    table.add_column("metric")
+    table.add_column("dev", justify="right")
+    table.add_column("test", justify="right")
+    for name in SHOWN:
+        if f"dev_{name}" in best:
+            test = best.get(f"test_{name}")
+            table.add_row(name, f"{best[f'dev_{name}']:.4g}", "" if test is None else f"{test:.4g}")
+    console.print(table)
+
+
+# One option per config field, generated so the CLI and the dataclasses cannot drift apart.
+_base = [
+    p
+    for p in inspect.signature(train).parameters.values()
+    if p.kind != inspect.Parameter.VAR_KEYWORD
+]
+train.__signature__ = inspect.Signature(
+    _base
+    + dataclass_parameters(DialogueTRMConfig, skip=DERIVED, panel="Model (DialogueTRMConfig)")
+    + dataclass_parameters(TrainConfig, panel="Training (TrainConfig)")
+)

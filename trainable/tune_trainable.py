@@ -1,0 +1,89 @@
+"""The Ray Tune function trainable: one search trial = one engine run.
+
+``run_trial`` is a plain function (tests call it without Ray); ``train_trial`` adapts it to
+Ray: it resumes from ``tune.get_checkpoint()`` and reports once per epoch with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from trainable.config import DialogueTRMConfig
+from trainable.engine import TrainConfig
+from trainable.run import prepare
+
+MODEL_KEYS = {f.name for f in fields(DialogueTRMConfig)}
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+RUN_KEYS = {"dataset", "data_dir", "max_dialogues", "cache_dir", "gpu_memory_gb"}
+
+
+def split_config(config: dict) -> tuple[DialogueTRMConfig, TrainConfig, dict]:
+    """A trial's flat dict -> model config, train config and run settings."""
+    unknown = sorted(set(config) - MODEL_KEYS - TRAIN_KEYS - RUN_KEYS)
+    if unknown:
+        raise ValueError(f"unknown trial parameter(s): {', '.join(unknown)}")
+    model = DialogueTRMConfig(**{k: v for k, v in config.items() if k in MODEL_KEYS})
+    train = TrainConfig(**{k: v for k, v in config.items() if k in TRAIN_KEYS})
+    return model, train, {k: v for k, v in config.items() if k in RUN_KEYS}
+
+
+def cap_gpu_memory(budget_gb: float | None) -> float | None:
+    """Keep this process inside its share of the GPU; returns the fraction set."""
+    if not budget_gb or not torch.cuda.is_available():
+        return None
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+    fraction = min(1.0, budget_gb / total)
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    return fraction
+
+
+def run_trial(
+    config: dict,
+    report: Callable[[dict, Path], None],
+    resume_from: Path | None = None,
+) -> dict:
+    """Train with ``config``; after each epoch call ``report(metrics, checkpoint_dir)``."""
+    model_cfg, train_cfg, run = split_config(config)
+    cap_gpu_memory(run.get("gpu_memory_gb"))
+    cache = Path(run["cache_dir"]) if run.get("cache_dir") else None
+    trainer = prepare(
+        run["dataset"],
+        model_cfg,
+        train_cfg,
+        data_dir=run.get("data_dir"),
+        max_dialogues=run.get("max_dialogues"),
+        cache_dir=cache,
+    )
+    if resume_from is not None:
+        trainer.resume(resume_from)
+
+    def on_epoch(row: dict, t) -> None:
+        metrics = {k: v for k, v in row.items() if isinstance(v, int | float)}
+        metrics["num_parameters"] = t.model.num_parameters()
+        with tempfile.TemporaryDirectory(prefix="orch-ckpt-") as tmp:
+            report(metrics, t.save(Path(tmp) / "checkpoint"))
+
+    return trainer.fit(on_epoch=on_epoch)
+
+
+def train_trial(config: dict) -> None:
+    """Ray Tune entry point."""
+    from ray import tune
+
+    def report(metrics: dict, checkpoint_dir: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        run_trial(config, report)
+        return
+    with tempfile.TemporaryDirectory(prefix="orch-resume-") as local:
+        with checkpoint.as_directory() as folder:
+            shutil.copytree(folder, Path(local) / "checkpoint")  # folder may vanish after this
+        run_trial(config, report, resume_from=Path(local) / "checkpoint")
