@@ -31,8 +31,10 @@ def main(
 
 
 from orchestrator.commands.train import train  # noqa: E402
+from orchestrator.commands.ui import ui  # noqa: E402
 
 app.command()(train)
+app.command()(ui)
 
 if __name__ == "__main__":
     app()
