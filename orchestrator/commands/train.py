@@ -77,7 +77,6 @@ def train(
 ) -> None:
     """Train one DialogueTRM on a dataset and record it in MLflow."""
     from trainable.datasets import DATASETS, DataError
-
     from trainable.encoder import EncoderNotFoundError
     from trainable.run import prepare
 
@@ -109,7 +108,8 @@ def train(
         client.log_param(run_id, key, value)
     client.log_param(run_id, "num_parameters", trainer.model.num_parameters())
 
-    work = Path(output) if output else Path(tempfile.mkdtemp(prefix="orch-train-"))
+    scratch = None if output else tempfile.TemporaryDirectory(prefix="orch-train-")
+    work = Path(output) if output else Path(scratch.name)
     status = "FAILED"
     try:
         best = _fit(trainer, client, run_id, work, err)
@@ -120,6 +120,8 @@ def train(
         raise fail("interrupted; the MLflow run is marked KILLED", 130) from None
     finally:
         client.set_terminated(run_id, status)
+        if scratch is not None:
+            scratch.cleanup()
     _summary(out, trainer, best, run_id)
     if json_out:
         result = {
@@ -165,7 +167,9 @@ def _fit(trainer, client, run_id: str, work: Path, console: Console) -> dict:
 
 
 def _summary(console: Console, trainer, best: dict, run_id: str) -> None:
-    table = Table(title=f"best epoch {best['epoch']} of {trainer.cfg.epochs} (MLflow run {run_id})")
+    table = Table(
+        title=f"best epoch {best['epoch']} of {trainer.cfg.epochs}", caption=f"MLflow run {run_id}"
+    )
     table.add_column("metric")
     table.add_column("dev", justify="right")
     table.add_column("test", justify="right")
