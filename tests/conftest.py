@@ -22,3 +22,9 @@ def meld_dir() -> Path:
     if not (MELD_DIR / "train_sent_emo.csv").exists():
         pytest.skip(f"real MELD CSVs not found at {MELD_DIR}")
     return MELD_DIR
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory):
+    """Keep the tokenized-feature cache of the whole session out of ~/.cache."""
+    os.environ["ORCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("orch-cache"))

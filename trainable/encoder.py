@@ -52,6 +52,9 @@ def _not_found(name: str) -> EncoderNotFoundError:
 
 def _from_pretrained(loader, name: str, **kwargs):
     """Load from a folder or the local cache first; download only when the hub is reachable."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the unused pooler's "UNEXPECTED keys" report is noise
     path = resolve_encoder(name)
     if Path(path).is_dir():
         try:

@@ -1,0 +1,94 @@
+"""The MLflow callback without Ray: reuse of runs on restart/resume, closing, pickling."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cloudpickle
+import pytest
+
+from orchestrator.mlflow_logging import MlflowSearchCallback
+
+
+def fake_trial(trial_id, config=None, failures=0):
+    manager = SimpleNamespace(best_checkpoint_results=[])
+    return SimpleNamespace(
+        trial_id=trial_id,
+        config=config or {"lr": 1e-3, "k": 3},
+        path=f"/tmp/storage/{trial_id}",
+        run_metadata=SimpleNamespace(checkpoint_manager=manager, num_failures=failures),
+    )
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def callback(uri, **kwargs):
+    return MlflowSearchCallback(
+        "s1",
+        "dev_weighted_f1",
+        "max",
+        tracking_uri=uri,
+        parent_params={"dataset": "meld", "sampler": "tpe", "git_commit": None},
+        **kwargs,
+    )
+
+
+def test_trial_run_is_reused_on_restart_and_resume(uri):
+    cb = callback(uri)
+    parent = cb.open()
+    assert cb.open() == parent  # idempotent
+    trial = fake_trial("t1")
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, {"dev_weighted_f1": 0.5, "training_iteration": 1, "pid": 9})
+    cb.on_trial_recover(0, [], fake_trial("t1", failures=1))
+    cb.on_trial_start(0, [], trial)  # Ray restarts it: same run
+    assert len(cb.children) == 1
+
+    # The driver dies; a resumed search finds the parent and the trial's run by their tags.
+    resumed = callback(uri, resume=True)
+    resumed = cloudpickle.loads(cloudpickle.dumps(resumed))  # as Tuner.restore would
+    assert resumed.open() == parent
+    assert resumed.child_run(trial) == cb.children["t1"]
+    resumed.on_trial_result(0, [], trial, {"dev_weighted_f1": 0.6, "training_iteration": 2})
+    resumed.on_trial_complete(0, [], trial)
+    resumed.close()
+
+    run = cb.client.get_run(cb.children["t1"])
+    assert run.info.status == "FINISHED" and run.data.tags["orch.state"] == "completed"
+    assert run.data.params == {"lr": "0.001", "k": "3"}
+    assert "pid" not in run.data.metrics and run.data.tags["orch.restarts"] == "1"
+    history = cb.client.get_metric_history(run.info.run_id, "dev_weighted_f1")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6)]
+    parent_run = cb.client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert "git_commit" not in parent_run.data.params  # None values are left out
+    assert len(cb.client.search_runs([cb.experiment_id])) == 2
+
+
+def test_close_kills_open_trials_and_marks_pruned(uri):
+    cb = callback(uri, is_pruned=lambda trial_id: trial_id == "p")
+    cb.open()
+    for trial_id in ("p", "open"):
+        cb.on_trial_start(0, [], fake_trial(trial_id))
+    cb.on_trial_complete(0, [], fake_trial("p"))
+    cb.close("KILLED")
+    pruned = cb.client.get_run(cb.children["p"])
+    left = cb.client.get_run(cb.children["open"])
+    assert (pruned.info.status, pruned.data.tags["orch.state"]) == ("KILLED", "pruned")
+    assert (left.info.status, left.data.tags["orch.state"]) == ("KILLED", "interrupted")
+    assert cb.client.get_run(cb.parent_run_id).info.status == "KILLED"
+
+
+def test_default_store_is_sqlite_under_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ORCH_MLRUNS", raising=False)
+    cb = MlflowSearchCallback("s", "m", "max")
+    cb.open()
+    assert cb.tracking_uri == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    experiment = cb.client.get_experiment(cb.experiment_id)
+    assert experiment.artifact_location.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
+    cb.close()

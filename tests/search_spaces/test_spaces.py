@@ -1,0 +1,153 @@
+"""Every space samples valid, in-range configs, deterministically under a seeded sampler."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import fields
+
+import optuna
+import pytest
+
+from search_spaces import PRESETS, SPACES, bounded, describe, get_space, sample
+from search_spaces.custom import Float, Int, space_from_dict, space_from_ranges
+from trainable.config import DialogueTRMConfig
+
+TRAIN_KEYS = {"lr", "warmup_steps", "epochs", "batch_size", "weight_decay", "max_grad_norm", "seed"}
+RUN_KEYS = {"dataset", "data_dir", "max_dialogues"}
+MODEL_KEYS = {f.name for f in fields(DialogueTRMConfig)}
+VALID_KEYS = MODEL_KEYS | TRAIN_KEYS | RUN_KEYS
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def draw(space, n=20, seed=0, sampler=None):
+    sampler = sampler or optuna.samplers.RandomSampler(seed=seed)
+    study = optuna.create_study(sampler=sampler)
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        config = sample(space, trial)
+        study.tell(trial, float(len(configs) % 3))
+        configs.append(config)
+    return configs
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_space_keys_are_config_fields(name):
+    for config in draw(SPACES[name]):
+        assert set(config) <= VALID_KEYS, set(config) - VALID_KEYS
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_space_values_build_valid_configs(name):
+    for config in draw(SPACES[name]):
+        model = {k: v for k, v in config.items() if k in MODEL_KEYS}
+        DialogueTRMConfig(**model)  # raises on an invalid combination (e.g. heads vs width)
+        assert config["lr"] > 0
+        assert config["warmup_steps"] >= 0 and config["k"] >= 1
+        assert 0.0 <= config["dropout"] <= 0.3
+
+
+def test_paper_ranges():
+    configs = draw(SPACES["paper"], n=60)
+    assert all(1e-6 <= c["lr"] <= 5e-5 for c in configs)
+    assert all(c["warmup_steps"] % 100 == 0 and 0 <= c["warmup_steps"] <= 2000 for c in configs)
+    assert all(1 <= c["k"] <= 14 for c in configs)
+    assert all(1 <= c["intra_layers"] <= 6 and 1 <= c["inter_layers"] <= 4 for c in configs)
+    # Log scale: a good share of draws lands in the lowest decade.
+    assert sum(c["lr"] < 1e-5 for c in configs) > len(configs) / 3
+
+
+def test_quick_ranges_and_constants():
+    configs = draw(SPACES["quick"], n=40)
+    assert all(1e-4 <= c["lr"] <= 3e-3 for c in configs)
+    assert all(0 <= c["warmup_steps"] <= 100 and 1 <= c["k"] <= 8 for c in configs)
+    assert all(c["intra_layers"] in (1, 2) and c["inter_layers"] in (1, 2) for c in configs)
+    assert {c["encoder"] for c in configs} == {"tiny"}
+    assert configs[0]["epochs"] == 2 and configs[0]["hidden_size"] == 64
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_seeded_sampler_is_deterministic(name):
+    a = draw(SPACES[name], n=12, sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=4))
+    b = draw(SPACES[name], n=12, sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=4))
+    c = draw(SPACES[name], n=12, sampler=optuna.samplers.TPESampler(seed=4, n_startup_trials=4))
+    assert a == b
+    assert a != c
+
+
+def test_presets_refer_to_existing_spaces():
+    assert set(PRESETS) == {"meld", "iemocap", "avec", "synthetic"}
+    for preset in PRESETS.values():
+        assert preset.space in SPACES
+        assert preset.mode in ("max", "min")
+    assert PRESETS["meld"].metric == "dev_weighted_f1"
+    assert PRESETS["avec"].metric == "dev_mean_pearson"
+
+
+def test_describe_separates_sampled_and_constants():
+    sampled, constants = describe(SPACES["quick"])
+    assert set(sampled) == {"lr", "warmup_steps", "k", "intra_layers", "inter_layers", "dropout"}
+    assert constants["encoder"] == "tiny"
+
+
+def test_bounded_binds_k_from_budget_without_changing_the_space():
+    space = bounded("paper", 11)
+    assert isinstance(space, functools.partial) and space.keywords == {"k_max": 14}
+    assert (
+        max(c["k"] for c in draw(bounded("paper", 6.5), n=40))
+        <= bounded("paper", 6.5).keywords["k_max"]
+        < 14
+    )
+    assert bounded("paper", None) is SPACES["paper"]
+    with pytest.raises(ValueError, match="gpu-memory-gb"):
+        bounded("paper", 2)
+
+
+@pytest.mark.parametrize(
+    "low, high, message",
+    [
+        (0.0, 1e-3, "lr: low must be > 0"),
+        (-1e-4, 1e-3, "lr: low must be > 0"),
+        (1e-3, 1e-3, "lr: low .* must be < high"),
+        (1e-2, 1e-3, "lr: low .* must be < high"),
+    ],
+)
+def test_custom_space_rejects_bad_lr_bounds(low, high, message):
+    with pytest.raises(ValueError, match=message):
+        space_from_ranges({"lr": Float(low, high, log=True)})
+    with pytest.raises(ValueError, match=message):
+        space_from_dict({"ranges": {"lr": {"low": low, "high": high}}})
+
+
+def test_custom_space_from_file(tmp_path):
+    spec = {
+        "ranges": {
+            "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "k": {"low": 1, "high": 4},
+            "fusion": {"choices": ["mgif", "concat"]},
+        },
+        "constants": {"encoder": "tiny", "epochs": 1},
+    }
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(spec))
+    space = get_space(str(path))
+    for config in draw(space, n=10):
+        assert isinstance(config["k"], int) and 1 <= config["k"] <= 4
+        assert config["fusion"] in ("mgif", "concat") and config["encoder"] == "tiny"
+    toml = tmp_path / "mine.toml"
+    toml.write_text("[ranges]\nk = { low = 3, high = 2 }\n")
+    with pytest.raises(ValueError, match="k: low"):
+        get_space(str(toml))
+
+
+def test_custom_space_rejects_keys_both_sampled_and_constant():
+    with pytest.raises(ValueError, match="k: both sampled and constant"):
+        space_from_ranges({"k": Int(1, 3)}, {"k": 2})
+
+
+def test_unknown_space_names_the_choices():
+    with pytest.raises(ValueError, match="paper"):
+        get_space("nope")
+    assert get_space("search_spaces.spaces:quick") is SPACES["quick"]
