@@ -45,11 +45,14 @@ def prepare(
     *,
     data_dir: str | Path | None = None,
     max_dialogues: int | None = None,
+    label: str = "emotion",
     cache_dir: Path | None = None,
 ) -> Trainer:
     from trainable.datasets import load_dataset
 
-    splits = load_dataset(dataset, data_dir, max_dialogues=max_dialogues, seed=train_config.seed)
+    splits = load_dataset(
+        dataset, data_dir, max_dialogues=max_dialogues, seed=train_config.seed, label=label
+    )
     model_config = fit_to_dataset(model_config, splits)
     data = encode_splits(splits, model_config, cache_dir)
     seed_everything(train_config.seed)

@@ -20,7 +20,7 @@ from trainable.run import prepare
 
 MODEL_KEYS = {f.name for f in fields(DialogueTRMConfig)}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
-RUN_KEYS = {"dataset", "data_dir", "max_dialogues", "cache_dir", "gpu_memory_gb"}
+RUN_KEYS = {"dataset", "data_dir", "max_dialogues", "label", "cache_dir", "gpu_memory_gb"}
 
 
 def split_config(config: dict) -> tuple[DialogueTRMConfig, TrainConfig, dict]:
@@ -58,6 +58,7 @@ def run_trial(
         train_cfg,
         data_dir=run.get("data_dir"),
         max_dialogues=run.get("max_dialogues"),
+        label=run.get("label", "emotion"),
         cache_dir=cache,
     )
     if resume_from is not None:

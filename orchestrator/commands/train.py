@@ -60,6 +60,7 @@ def train(
     max_dialogues: int | None = typer.Option(
         None, help="Use only the first N dialogues of each split (smoke runs)."
     ),
+    label: str = typer.Option("emotion", help="emotion, or sentiment (MELD only)."),
     preset: str | None = typer.Option(
         None, help="Starting values: paper, or tiny (default when --encoder tiny)."
     ),
@@ -91,7 +92,12 @@ def train(
     err = Console(stderr=True)
     try:
         trainer = prepare(
-            dataset, model_cfg, train_cfg, data_dir=data_dir, max_dialogues=max_dialogues
+            dataset,
+            model_cfg,
+            train_cfg,
+            data_dir=data_dir,
+            max_dialogues=max_dialogues,
+            label=label,
         )
     except (DataError, EncoderNotFoundError) as error:
         raise fail(str(error), RUNTIME) from None
@@ -104,6 +110,7 @@ def train(
     run = client.create_run(exp, tags={"orch.command": " ".join(["orch", *sys.argv[1:]])})
     run_id = run.info.run_id
     params = run_params(dataset, data_dir, max_dialogues, trainer.model.config, train_cfg)
+    params["label"] = label
     for key, value in params.items():
         client.log_param(run_id, key, value)
     client.log_param(run_id, "num_parameters", trainer.model.num_parameters())
