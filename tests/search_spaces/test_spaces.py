@@ -151,3 +151,12 @@ def test_unknown_space_names_the_choices():
     with pytest.raises(ValueError, match="paper"):
         get_space("nope")
     assert get_space("search_spaces.spaces:quick") is SPACES["quick"]
+
+
+def test_search_spaces_import_neither_ray_nor_mlflow():
+    import subprocess
+    import sys
+
+    code = "import sys, search_spaces; print(sorted({'ray', 'mlflow'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
