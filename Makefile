@@ -24,5 +24,11 @@ format: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
+# The main job on embedded defaults: a local Ray, the sqlite MLflow store under ./mlruns,
+# the synthetic dataset and the tiny encoder (no GPU, no network).
+demo: $(STAMP)
+	$(VENV)/bin/orch search --dataset synthetic --trials 8 --quick --max-concurrent 2
+	$(VENV)/bin/orch best
+
 clean:
 	rm -rf $(VENV) .pytest_cache

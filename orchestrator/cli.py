@@ -30,9 +30,13 @@ def main(
     """Tune and track DialogueTRM: `orch search`, `orch best`, `orch train`, `orch ui`."""
 
 
+from orchestrator.commands.best import best  # noqa: E402
+from orchestrator.commands.search import search  # noqa: E402
 from orchestrator.commands.train import train  # noqa: E402
 from orchestrator.commands.ui import ui  # noqa: E402
 
+app.command()(search)
+app.command()(best)
 app.command()(train)
 app.command()(ui)
 

@@ -42,8 +42,10 @@ def paper(trial: optuna.Trial, k_max: int = 14) -> dict:
 
 def quick(trial: optuna.Trial, k_max: int = 8) -> dict:
     """Tiny random-init encoder, two epochs: a search that runs on a laptop CPU in minutes."""
-    trial.suggest_float("lr", 1e-4, 3e-3, log=True)
-    trial.suggest_int("warmup_steps", 0, 100)
+    # A quick trial is only a few dozen steps: a short warmup, a learning rate for training a
+    # random-init encoder from scratch.
+    trial.suggest_float("lr", 3e-4, 1e-2, log=True)
+    trial.suggest_int("warmup_steps", 0, 30)
     trial.suggest_int("k", 1, k_max)
     trial.suggest_int("intra_layers", 1, 2)
     trial.suggest_int("inter_layers", 1, 2)

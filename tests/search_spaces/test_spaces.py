@@ -61,8 +61,8 @@ def test_paper_ranges():
 
 def test_quick_ranges_and_constants():
     configs = draw(SPACES["quick"], n=40)
-    assert all(1e-4 <= c["lr"] <= 3e-3 for c in configs)
-    assert all(0 <= c["warmup_steps"] <= 100 and 1 <= c["k"] <= 8 for c in configs)
+    assert all(3e-4 <= c["lr"] <= 1e-2 for c in configs)
+    assert all(0 <= c["warmup_steps"] <= 30 and 1 <= c["k"] <= 8 for c in configs)
     assert all(c["intra_layers"] in (1, 2) and c["inter_layers"] in (1, 2) for c in configs)
     assert {c["encoder"] for c in configs} == {"tiny"}
     assert configs[0]["epochs"] == 2 and configs[0]["hidden_size"] == 64

@@ -1,0 +1,62 @@
+"""`orch best`: the winning trial of a search, read from MLflow only (Ray may be stopped)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.errors import fail
+
+SHOWN = ("weighted_f1", "weighted_acc", "macro_f1", "accuracy", "mean_pearson", "mse", "loss")
+
+
+def best(
+    name: str | None = typer.Option(None, help="Search name \\[default: the latest search]."),
+    metric: str | None = typer.Option(
+        None, help="Rank trials by this metric \\[default: the search's, e.g. dev_weighted_f1]."
+    ),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow tracking URI \\[default: sqlite store under ./mlruns]."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show the best trial: config, dev and test scores, checkpoint, command to reproduce."""
+    from orchestrator.best import NoSearchError, best_trial
+
+    try:
+        found = best_trial(tracking_uri, name=name, metric=metric)
+    except NoSearchError as error:
+        hint = "" if name else ": run `orch search --dataset synthetic --quick` first"
+        raise fail(f"{error}{hint}") from None
+    if json_out:
+        print(json.dumps(found.to_dict()))
+        return
+    console = Console()
+    console.print(
+        f"search [bold]{found.search}[/]: best trial [bold]{found.trial_id}[/] "
+        f"({found.state}), {found.metric} = [bold green]{found.value:.4g}[/] at epoch {found.epoch}"
+    )
+    scores = Table(title="scores at the best epoch (test uses the best-by-dev weights)")
+    scores.add_column("metric")
+    scores.add_column("dev", justify="right")
+    scores.add_column("test", justify="right")
+    for key in SHOWN:
+        if key in found.dev or key in found.test:
+            dev, test = found.dev.get(key), found.test.get(key)
+            scores.add_row(
+                key, "" if dev is None else f"{dev:.4g}", "" if test is None else f"{test:.4g}"
+            )
+    console.print(scores)
+    config = Table(title="config", show_header=False)
+    config.add_column("param", style="cyan")
+    config.add_column("value")
+    for key in sorted(found.params):
+        config.add_row(key, str(found.params[key]))
+    console.print(config)
+    console.print(f"checkpoint: {found.checkpoint or 'not logged'}")
+    console.print(f"MLflow run: {found.run_id} (parent {found.parent_run_id})")
+    console.print("reproduce:")
+    console.print(found.command, soft_wrap=True, highlight=False, markup=False)

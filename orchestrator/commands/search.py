@@ -1,0 +1,236 @@
+"""`orch search`: a Ray Tune search over DialogueTRM configs, recorded in MLflow."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import uuid
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from orchestrator.errors import USAGE, fail
+from orchestrator.resources import DEFAULT_GPU_MEMORY_GB
+
+QUICK_DIALOGUES = 100  # --quick: dialogues per split
+
+
+def check_storage(storage: str) -> None:
+    """A local storage folder must be creatable and writable before any trial starts."""
+    if "://" in storage:
+        return
+    path = Path(storage)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".orch-write-test-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise fail(f"--storage {storage} is not writable: {error.strerror or error}") from None
+
+
+def check_encoder(encoder: str) -> None:
+    """Every trial would fail on a missing encoder: find out once, on the driver."""
+    from trainable.config import DialogueTRMConfig
+    from trainable.encoder import EncoderNotFoundError, encoder_has_segments
+
+    if encoder == "tiny":
+        return
+    try:
+        encoder_has_segments(DialogueTRMConfig(encoder=encoder))
+    except EncoderNotFoundError as error:
+        raise fail(str(error)) from None
+
+
+def cpu_warning(console: Console, splits, constants: dict, epochs: int) -> None:
+    from orchestrator.cpu_estimate import human, trial_seconds
+    from trainable.config import DialogueTRMConfig
+
+    cfg = DialogueTRMConfig(**{k: v for k, v in constants.items() if hasattr(DialogueTRMConfig, k)})
+    if cfg.encoder == "tiny":  # tiny trials are overhead-bound: no FLOP estimate
+        console.print("[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU.")
+        return
+    from transformers import AutoConfig
+
+    from trainable.encoder import resolve_encoder
+
+    enc = AutoConfig.from_pretrained(resolve_encoder(cfg.encoder), local_files_only=True)
+    hidden, layers = enc.hidden_size, enc.num_hidden_layers
+    turns = [u for d in splits.train for u in d.utterances]
+    words = sum(len(u.split()) for u in turns) / max(1, len(turns))
+    seconds = trial_seconds(
+        utterances=len(turns),
+        mean_utterance_tokens=1.3 * words,  # WordPiece splits ~1.3 tokens per word
+        k=constants.get("k", cfg.k),
+        max_length=cfg.max_length,
+        hidden=hidden,
+        layers=layers,
+        epochs=epochs,
+    )
+    console.print(
+        f"[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU. One full trial "
+        f"({cfg.encoder}, {epochs} epochs over {len(turns):,} training turns) would take about "
+        f"{human(seconds)} here." + " Use --quick for a CPU-sized search."
+    )
+
+
+def search(
+    dataset: str = typer.Option(..., help="meld, iemocap, avec or synthetic."),
+    trials: int = typer.Option(40, help="Number of trials (configs) to run."),
+    space: str | None = typer.Option(
+        None,
+        help="Search space: paper, quick, module:function or a .toml/.json ranges file "
+        "\\[default: the dataset's preset].",
+    ),  # fmt: skip
+    quick: bool = typer.Option(
+        False,
+        help=f"Tiny encoder, {QUICK_DIALOGUES} dialogues per split, 2 epochs: a CPU smoke search.",
+    ),
+    sampler: str = typer.Option("tpe", help="Optuna sampler: tpe, random or gp."),
+    seed: int = typer.Option(0, help="Seed of the sampler."),
+    scheduler: str = typer.Option("asha", help="asha (stop weak trials early) or none."),
+    metric: str | None = typer.Option(None, help="Metric to optimise \\[default: the preset's]."),
+    epochs: int | None = typer.Option(None, help="Epochs per trial \\[default: the space's]."),
+    gpu_memory_gb: float = typer.Option(
+        DEFAULT_GPU_MEMORY_GB, help="GPU memory budget per trial (bounds K; shares big cards)."
+    ),
+    cpus_per_trial: float = typer.Option(1.0, help="CPUs per trial."),
+    max_concurrent: int | None = typer.Option(None, help="Trials running at once at most."),
+    max_failures: int = typer.Option(2, help="Retries of a failed trial from its checkpoint."),
+    address: str | None = typer.Option(
+        None, help="Join a Ray cluster: 'auto' or host:port \\[default: start a local Ray]."
+    ),
+    storage: str | None = typer.Option(
+        None, help="Where trial checkpoints live: absolute path or URI \\[default: ~/ray_results]."
+    ),
+    name: str | None = typer.Option(None, help="Name of the search \\[default: dataset-time]."),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow tracking URI \\[default: sqlite store under ./mlruns]."
+    ),
+    data_dir: Path | None = typer.Option(None, help="Folder with the dataset's files."),
+    max_dialogues: int | None = typer.Option(None, help="Dialogues per split (subset)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the best trial as one JSON line."),
+) -> None:
+    """Search DialogueTRM hyperparameters with Ray Tune, Optuna and ASHA; track it in MLflow."""
+    from orchestrator.optuna_pruning import SAMPLERS
+    from orchestrator.tuner import SCHEDULERS, SearchSettings, resolve_storage
+    from search_spaces import PRESETS, bounded, describe
+
+    if dataset not in PRESETS:
+        raise fail(f"--dataset {dataset!r} is unknown; expected one of {', '.join(PRESETS)}", USAGE)
+    for option, value in (("--trials", trials), ("--max-concurrent", max_concurrent)):
+        if value is not None and value < 1:
+            raise fail(f"{option} must be >= 1, got {value}", USAGE)
+    checks = (
+        (sampler in SAMPLERS, f"--sampler {sampler!r} is unknown; expected one of {', '.join(SAMPLERS)}"),
+        (scheduler in SCHEDULERS, f"--scheduler {scheduler!r} is unknown; expected asha or none"),
+        (epochs is None or epochs >= 1, f"--epochs must be >= 1, got {epochs}"),
+        (max_dialogues is None or max_dialogues >= 1, "--max-dialogues must be >= 1"),
+        (gpu_memory_gb > 0, f"--gpu-memory-gb must be > 0, got {gpu_memory_gb}"),
+        (cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {cpus_per_trial}"),
+        (max_failures >= 0, f"--max-failures must be >= 0, got {max_failures}"),
+    )  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise fail(message, USAGE)
+    preset = PRESETS[dataset]
+    space_name = space or ("quick" if quick else preset.space)
+    try:
+        space_fn = bounded(space_name, gpu_memory_gb)
+        _, constants = describe(space_fn)
+    except ValueError as error:
+        raise fail(str(error), USAGE) from None
+    if quick and max_dialogues is None:
+        max_dialogues = QUICK_DIALOGUES
+    trial_epochs = epochs or int(constants.get("epochs", 10))
+
+    from trainable.datasets import DataError, load_dataset
+    from trainable.features import default_cache_dir
+
+    try:  # fail here, once, rather than in every trial
+        splits = load_dataset(dataset, data_dir, max_dialogues=max_dialogues)
+    except DataError as error:
+        raise fail(str(error)) from None
+    check_encoder(constants.get("encoder", "bert-base-uncased"))
+    storage_path = resolve_storage(storage)
+    check_storage(storage_path)
+
+    from orchestrator.resources import cluster_gpus, connect_ray, gpu_share, probe_gpu_memory_gb
+
+    try:
+        connect_ray(address)
+    except Exception as error:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise fail(f"--address {address}: cannot join the Ray cluster: {first}") from None
+    err = Console(stderr=True)
+    gpus = cluster_gpus()
+    gpus_per_trial = gpu_share(gpu_memory_gb, probe_gpu_memory_gb()) if gpus > 0 else 0.0
+    if gpus == 0:
+        cpu_warning(err, splits, constants, trial_epochs)
+
+    run_constants = {
+        "dataset": dataset,
+        "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+        "max_dialogues": max_dialogues,
+        "cache_dir": str(default_cache_dir().resolve()),
+    }
+    if epochs:
+        run_constants["epochs"] = epochs
+    settings = SearchSettings(
+        space=space_fn,
+        metric=metric or preset.metric,
+        mode=preset.mode if metric is None else ("min" if "loss" in metric else "max"),
+        num_samples=trials,
+        sampler=sampler,
+        seed=seed,
+        scheduler=scheduler,
+        max_t=trial_epochs,
+        max_concurrent=max_concurrent,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        gpu_memory_gb=gpu_memory_gb if gpus_per_trial else None,
+        storage_path=storage_path,
+        name=name,
+        max_failures=max_failures,
+        tracking_uri=tracking_uri,
+        dataset=dataset,
+        constants={k: v for k, v in run_constants.items() if v is not None},
+        address=address,
+        command_line=shlex.join(["orch", *sys.argv[1:]]),
+    )
+    from orchestrator.tuner import run_search
+    from trainable.tune_trainable import train_trial
+
+    try:
+        result = run_search(train_trial, settings, console=err)
+    except KeyboardInterrupt:
+        raise fail(f"search {settings.name} interrupted; its MLflow runs are closed", 130) from None
+    _report(result, settings, json_out)
+
+
+def _report(result, settings, json_out: bool) -> None:
+    from orchestrator.best import NoSearchError, best_trial
+
+    out = Console(stderr=json_out)
+    states = {}
+    for r in result.results:
+        state = (
+            "failed"
+            if r.error
+            else ("pruned" if r.metrics.get("trial_id") in result.pruned else "completed")
+        )
+        states[state] = states.get(state, 0) + 1
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    out.print(f"search [bold]{settings.name}[/] finished: {counts}")
+    try:
+        best = best_trial(settings.tracking_uri, name=settings.name)
+    except NoSearchError as error:
+        raise fail(str(error)) from None
+    out.print(
+        f"best trial {best.trial_id}: {best.metric} {best.value:.4g} at epoch {best.epoch}\n"
+        f"details: orch best --name {settings.name}"
+    )
+    if json_out:
+        print(json.dumps(best.to_dict()))
