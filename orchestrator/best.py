@@ -21,7 +21,7 @@ from orchestrator.mlflow_logging import (
     STATE_TAG,
     TRIAL_TAG,
 )
-from orchestrator.tracking import client_for, resolve_tracking_uri
+from orchestrator.tracking import client_for, resolve_tracking_uri, sqlite_file
 
 DEFAULT_METRIC = "dev_weighted_f1"
 LOWER_IS_BETTER = ("loss", "mse", "mae", "error", "rmse")
@@ -151,7 +151,11 @@ def best_trial(
     search's mode for its own metric, else ``min`` for losses and errors and ``max`` otherwise.
     Raises NoSearchError when there is no such search or no trial reported the metric.
     """
-    client = client_for(resolve_tracking_uri(tracking_uri))
+    uri = resolve_tracking_uri(tracking_uri)
+    db = sqlite_file(uri)
+    if db is not None and not db.exists():  # reading must not create an empty store
+        raise NoSearchError(f"no search recorded yet (no MLflow store at {db})")
+    client = client_for(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise NoSearchError(f"no MLflow experiment {experiment!r}: no search recorded yet")

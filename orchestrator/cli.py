@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from orchestrator import __version__
@@ -28,6 +30,8 @@ def main(
     ),
 ) -> None:
     """Tune and track DialogueTRM: `orch search`, `orch best`, `orch train`, `orch ui`."""
+    # MLflow announces store creation and migrations at INFO: not the user's business.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 from orchestrator.commands.best import best  # noqa: E402

@@ -28,6 +28,13 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return None
 
 
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///"))
+    return None
+
+
 def client_for(tracking_uri: str):
     """An MlflowClient on ``tracking_uri``; creates the sqlite folder for the default store."""
     from mlflow.tracking import MlflowClient

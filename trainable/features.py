@@ -91,15 +91,27 @@ def _rows(dialogues: list[Dialogue], builder: InputBuilder) -> dict[str, list]:
 
 
 def encode_splits(
-    splits: DatasetSplits, config: DialogueTRMConfig, cache_dir: Path | None = None
+    splits: DatasetSplits,
+    config: DialogueTRMConfig,
+    cache_dir: Path | None = None,
+    tokenizer=None,
 ) -> EncodedSplits:
-    """Encode every split (eq 1 inputs), reading from or writing to the Arrow cache."""
+    """Encode every split (eq 1 inputs), reading from or writing to the Arrow cache.
+
+    With ``tokenizer`` (a checkpoint's own), the splits are encoded with it in memory: a tiny
+    encoder's WordPiece training is not deterministic across runs (tie order), so a trained
+    model must always read inputs made with the vocabulary it was trained on.
+    """
     import datasets
 
     datasets.disable_progress_bars()
+    names = ("train", "dev", "test")
+    if tokenizer is not None:
+        builder = InputBuilder(tokenizer, config, segment_ids=encoder_has_segments(config))
+        lists = {s: _to_list(_rows(getattr(splits, s), builder)) for s in names}
+        return EncodedSplits(tokenizer, **lists, path=Path(), from_cache=False)
     root = Path(cache_dir or default_cache_dir()) / "features" / splits.name
     path = root / feature_key(splits, config)
-    names = ("train", "dev", "test")
     if (path / "complete").exists():
         tokenizer = _load_tokenizer(path, config)
         loaded = {s: datasets.load_from_disk(str(path / s)).to_list() for s in names}
@@ -126,6 +138,10 @@ def encode_splits(
         raise
     lists = {s: encoded[s].to_list() for s in names}
     return EncodedSplits(tokenizer, **lists, path=path, from_cache=False)
+
+
+def _to_list(rows: dict[str, list]) -> list[dict]:
+    return [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
 
 
 def _load_tokenizer(path: Path, config: DialogueTRMConfig):

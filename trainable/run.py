@@ -75,3 +75,28 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[DialogueTRM, obje
     model = DialogueTRM(config, encoder_from_config(meta["encoder_config"]))
     model.load_state_dict(load_tensors(path, "model.pt", device))
     return model.to(device).eval(), tokenizer, meta
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    max_dialogues: int | None = None,
+    label: str = "emotion",
+    split: str = "dev",
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Metrics of a saved model on a split of the dataset it was trained on, with its own
+    tokenizer and the dataset recorded in the checkpoint."""
+    from trainable.datasets import load_dataset
+
+    model, tokenizer, meta = load_model(path, device)
+    train = TrainConfig.from_dict({**meta["train"], "device": device})
+    splits = load_dataset(
+        meta["dataset"], data_dir, max_dialogues=max_dialogues, seed=train.seed, label=label
+    )
+    data = encode_splits(splits, model.config, tokenizer=tokenizer)
+    trainer = Trainer(
+        model, tokenizer, data, train, label_names=meta["label_names"], dataset=meta["dataset"]
+    )
+    return trainer.evaluate(split)

@@ -9,10 +9,8 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.tracking import client_for, default_tracking_uri
 from trainable.datasets import load_dataset
-from trainable.engine import TrainConfig, Trainer
-from trainable.features import encode_splits
 from trainable.metrics import categorical_metrics
-from trainable.run import fit_to_dataset, load_model
+from trainable.run import evaluate_checkpoint, load_model
 
 runner = CliRunner()
 
@@ -46,12 +44,8 @@ def test_train_tiny_on_meld_subset(meld_dir, tmp_path, monkeypatch):
     local = download_artifacts(out["checkpoint"], tracking_uri=default_tracking_uri())
     model, _, meta = load_model(local)
     assert meta["dataset"] == "meld" and meta["model"]["encoder"] == "tiny"
-    splits = load_dataset("meld", meld_dir, max_dialogues=40)
-    data = encode_splits(splits, fit_to_dataset(model.config, splits))
-    trainer = Trainer(
-        model, data.tokenizer, data, TrainConfig(), label_names=splits.label_names, dataset="meld"
-    )
-    assert trainer.evaluate("dev")["weighted_f1"] == pytest.approx(out["dev"]["weighted_f1"])
+    dev = evaluate_checkpoint(local, data_dir=meld_dir, max_dialogues=40)
+    assert dev["weighted_f1"] == pytest.approx(out["dev"]["weighted_f1"])
 
 
 def test_bad_data_is_one_line_and_leaves_no_run(tmp_path, monkeypatch):

@@ -1,0 +1,128 @@
+"""`orch search` end to end with the real trainable on a real local Ray, then `orch best`.
+
+One search (5 trials of the quick space on synthetic, 2 at a time) in a fresh process, the
+way a user runs it; the assertions read what it left in MLflow.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.mlflow_logging import KIND_TAG, PARENT_TAG, STATE_TAG
+from orchestrator.tracking import client_for
+
+TRIALS = 5
+
+
+def orch(*args, cwd, timeout=600):
+    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    done = orch(
+        "search",
+        "--dataset", "synthetic", "--quick", "--trials", str(TRIALS),
+        "--max-concurrent", "2", "--name", "smoke", "--storage", str(root / "ray"),
+        "--json",
+        cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = client_for(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    return root, client, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _runs(client):
+    exp = client.get_experiment_by_name("orch-search")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get(KIND_TAG) == "search"]
+    children = [r for r in runs if PARENT_TAG in r.data.tags]
+    return parents, children
+
+
+@pytest.mark.timeout(600)
+def test_one_parent_and_a_closed_child_per_trial(searched):
+    _, client, _ = searched
+    parents, children = _runs(client)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.params["dataset"] == "synthetic"
+    assert len(children) == TRIALS
+    assert all(c.data.tags[PARENT_TAG] == parents[0].info.run_id for c in children)
+    assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}  # none left RUNNING
+    for child in children:
+        assert child.data.params["encoder"] == "tiny" and "lr" in child.data.params
+        history = client.get_metric_history(child.info.run_id, "dev_weighted_f1")
+        epochs = 2 if child.data.tags[STATE_TAG] == "completed" else len(history)
+        assert [m.step for m in history] == list(range(1, epochs + 1))
+
+
+@pytest.mark.timeout(600)
+def test_asha_stops_are_pruned_in_the_optuna_study(searched, tmp_path):
+    _, client, _ = searched
+    parents, children = _runs(client)
+    path = client.download_artifacts(parents[0].info.run_id, "optuna_trials.json", str(tmp_path))
+    study = json.loads(open(path).read())
+    states = sorted(t["state"] for t in study)
+    pruned_runs = [c for c in children if c.data.tags[STATE_TAG] == "pruned"]
+    assert states.count("PRUNED") == len(pruned_runs) >= 1
+    assert states.count("COMPLETE") == TRIALS - len(pruned_runs)
+    for trial in study:
+        assert trial["intermediate_values"], trial  # what ASHA saw, kept for TPE
+        if trial["state"] == "PRUNED":
+            # Stopped before the last epoch; Optuna keeps the last value ASHA judged.
+            last = trial["intermediate_values"][max(trial["intermediate_values"], key=int)]
+            assert len(trial["intermediate_values"]) < 2 and trial["value"] == last
+    for run in pruned_runs:
+        assert run.info.status == "KILLED"
+
+
+@pytest.mark.timeout(600)
+def test_orch_best_matches_mlflow_and_its_checkpoint_reloads(searched, tmp_path):
+    root, client, from_search = searched
+    done = orch("best", "--json", cwd=root)
+    assert done.returncode == 0, done.stderr
+    best = json.loads(done.stdout)
+    assert best == from_search
+    _, children = _runs(client)
+    top = max(
+        m.value
+        for c in children
+        for m in client.get_metric_history(c.info.run_id, "dev_weighted_f1")
+    )
+    assert best["value"] == pytest.approx(top)
+    assert best["command"].startswith("orch train ") and "--dataset synthetic" in best["command"]
+
+    from mlflow.artifacts import download_artifacts
+
+    from trainable.run import evaluate_checkpoint
+
+    local = download_artifacts(
+        best["checkpoint"], dst_path=str(tmp_path), tracking_uri=client.tracking_uri
+    )
+    dev = evaluate_checkpoint(local, max_dialogues=int(best["params"]["max_dialogues"]))
+    assert dev["weighted_f1"] == pytest.approx(best["value"], abs=1e-6)
+
+    human = orch("best", cwd=root)
+    assert (
+        human.returncode == 0 and "reproduce:" in human.stdout and best["trial_id"] in human.stdout
+    )
+
+
+def test_best_with_no_search_is_one_line(tmp_path):
+    done = orch("best", cwd=tmp_path)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip().startswith("error: no") and len(done.stderr.strip().splitlines()) == 1
+    )
