@@ -124,7 +124,8 @@ def train_command(params: dict) -> str:
     from orchestrator.commands.train import MODEL_FIELDS, TRAIN_FIELDS
     from orchestrator.options import option_name
 
-    words = ["orch", "train"]
+    # Trials start from the dataclass defaults (the paper's), so the command does too.
+    words = ["orch", "train", "--preset", "paper"]
     for key in (*RUN_OPTIONS, *MODEL_FIELDS, *TRAIN_FIELDS):
         value = params.get(key)
         if value is None or value == "None":

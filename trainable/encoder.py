@@ -74,17 +74,31 @@ def _from_pretrained(loader, name: str, **kwargs):
 
 
 def build_tiny_tokenizer(texts: Sequence[str], vocab_size: int = 4000):
-    """Train a lower-cased WordPiece vocabulary on ``texts`` (offline) as a BERT fast tokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A lower-cased WordPiece vocabulary for ``texts`` (offline), as a BERT fast tokenizer.
+
+    Deterministic on purpose: every character (and its ``##`` continuation) plus the most
+    frequent words, ties broken alphabetically; rarer words fall back to characters. The
+    ``tokenizers`` WordPiece trainer breaks ties in hash order, so two runs on the same text
+    could give different vocabularies and a retrained config would read different inputs.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
-    tok.train_from_iterator(list(texts) or [""], trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(
+        word for text in texts for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(text))
+    )
+    chars = sorted({ch for word in counts for ch in word})
+    vocab = specials + chars + [f"##{ch}" for ch in chars]
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    vocab += words[: max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre
+    cls_id, sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",

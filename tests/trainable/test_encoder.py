@@ -72,3 +72,13 @@ def test_missing_encoder_is_a_clear_error(tmp_path):
         load_tokenizer(tiny_config(encoder=str(tmp_path / "no-such-model")))
     with pytest.raises(EncoderNotFoundError, match="neither a local model folder"):
         load_tokenizer(tiny_config(encoder="some-org/not-cached-model"))
+
+
+def test_tiny_vocabulary_is_deterministic_and_covers_every_character():
+    texts = [t + " " + u for t in TEXTS for u in reversed(TEXTS)]
+    a, b = build_tiny_tokenizer(texts, 60), build_tiny_tokenizer(list(reversed(texts)), 60)
+    assert a.get_vocab() == b.get_vocab()  # same text, same vocabulary, whatever the order
+    assert len(a) == 60
+    # A word outside the vocabulary falls back to characters, never to [UNK].
+    pieces = a.tokenize("sandwiches")
+    assert "[UNK]" not in pieces and "".join(p.removeprefix("##") for p in pieces) == "sandwiches"
