@@ -73,7 +73,18 @@ def find_search(client, experiment_id: str, name: str | None):
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
     )
     if not runs:
-        raise NoSearchError(f"no search named {name!r}" if name else "no search recorded yet")
+        if not name:
+            raise NoSearchError("no search recorded yet")
+        # Naming a few searches that do exist turns a typo into a one-step fix.
+        known = client.search_runs(
+            [experiment_id],
+            f"tags.`{KIND_TAG}` = 'search'",
+            order_by=["attributes.start_time DESC"],
+            max_results=5,
+        )
+        names = sorted({r.data.tags.get(SEARCH_TAG, r.info.run_name) for r in known})
+        hint = f"; recent searches: {', '.join(names)}" if names else ""
+        raise NoSearchError(f"no search named {name!r}{hint}")
     return runs[0]
 
 
@@ -154,12 +165,14 @@ def best_trial(
     """
     uri = resolve_tracking_uri(tracking_uri)
     db = sqlite_file(uri)
+    # With --name, the message names the search asked for, whatever else is missing.
+    wanted = f"no search named {name!r}" if name else "no search recorded yet"
     if db is not None and not db.exists():  # reading must not create an empty store
-        raise NoSearchError(f"no search recorded yet (no MLflow store at {db})")
+        raise NoSearchError(f"{wanted} (no MLflow store at {db})")
     client = client_for(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise NoSearchError(f"no MLflow experiment {experiment!r}: no search recorded yet")
+        raise NoSearchError(f"{wanted} (no MLflow experiment {experiment!r})")
     parent = find_search(client, found.experiment_id, name)
     search_metric = parent.data.params.get("metric", DEFAULT_METRIC)
     metric = metric or search_metric

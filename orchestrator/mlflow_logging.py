@@ -1,10 +1,11 @@
 """MLflow records of a search, written from the Ray driver by one Tune callback.
 
 One parent run per search; one nested child run per trial (run name = trial id, tags
-``mlflow.parentRunId`` and ``orch.trial_id``); params once; metrics per epoch (step =
-``training_iteration``); final state as a tag (``orch.state`` = completed / pruned / failed)
-and as the run status (FINISHED / KILLED / FAILED); at the end the best trial's best checkpoint
-as an artifact on the parent and on that child, and plots of the Optuna study on the parent.
+``mlflow.parentRunId``, ``orch.trial_id`` and ``orch.node_id``, the Ray node that ran it);
+params once; metrics per epoch (step = ``training_iteration``); final state as a tag
+(``orch.state`` = completed / pruned / failed) and as the run status (FINISHED / KILLED /
+FAILED); at the end the best trial's best checkpoint as an artifact on the parent and on that
+child, and plots of the Optuna study on the parent.
 
 Why the driver and not the trials: the embedded sqlite store breaks under concurrent writers,
 Ray's ``MLflowLoggerCallback`` makes flat runs and duplicates resumed trials, and
@@ -35,6 +36,7 @@ SEARCH_TAG = "orch.search"
 KIND_TAG = "orch.kind"
 STATE_TAG = "orch.state"
 CHECKPOINT_TAG = "orch.best_checkpoint"
+NODE_TAG = "orch.node_id"  # the Ray node that ran the trial (its latest attempt)
 DEFAULT_EXPERIMENT = "orch-search"
 # Ray's bookkeeping numbers: not metrics of the model.
 RAY_KEYS = {
@@ -136,6 +138,7 @@ class MlflowSearchCallback(Callback):
         self.experiment_id: str | None = None
         self.children: dict[str, str] = {}  # trial id -> child run id
         self.closed: set[str] = set()  # trial ids whose child run is terminated
+        self.nodes: dict[str, str] = {}  # trial id -> node id last tagged
         self._client = None
 
     # The Tuner pickles its callbacks (tuner.pkl, for Tuner.restore); a client holding an
@@ -275,6 +278,11 @@ class MlflowSearchCallback(Callback):
         metrics = [Metric(k, v, now, step) for k, v in _numeric(result).items()]
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        node = result.get("node_id")
+        if isinstance(node, str) and self.nodes.get(trial.trial_id) != node:
+            # Tagged once, and again only when a retry lands on another node.
+            self.client.set_tag(run_id, NODE_TAG, node)
+            self.nodes[trial.trial_id] = node
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         if self.is_pruned(trial.trial_id):
@@ -288,6 +296,7 @@ class MlflowSearchCallback(Callback):
     def on_experiment_end(self, trials, **info) -> None:
         try:
             self._log_best(trials)
+            self._log_study()
             self._log_plots()
         finally:
             self.close("FINISHED")
@@ -323,6 +332,28 @@ class MlflowSearchCallback(Callback):
         ):
             self.client.set_tag(self.parent_run_id, key, tag)
         self.client.log_metric(self.parent_run_id, f"best_{self.metric}", float(value))
+
+    def _log_study(self) -> None:
+        """Every Optuna trial (state, value, params, intermediate values) as JSON on the parent,
+        so the study outlives the driver."""
+        if self.study is None:
+            return
+        import json
+
+        rows = [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": t.params,
+                "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+            }
+            for t in self.study().get_trials(deepcopy=False)
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "optuna_trials.json"
+            path.write_text(json.dumps(rows, indent=1))
+            self.client.log_artifact(self.parent_run_id, str(path))
 
     def _log_plots(self) -> None:
         """Optimization history and parameter importances of the Optuna study, on the parent.

@@ -9,8 +9,58 @@ several trials share the card, and caps itself inside the trial with
 from __future__ import annotations
 
 import math
+import os
+import socket
+from urllib.parse import urlsplit
 
 DEFAULT_GPU_MEMORY_GB = 11.0
+PROBE_TIMEOUT_S = 3.0
+START_HINT = "start one with 'ray start --head' or drop --address"
+AUTH_HINT = (
+    "if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token in "
+    "RAY_AUTH_TOKEN or ~/.ray/auth_token"
+)
+
+
+def _answers(host: str, port: int, timeout_s: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def check_ray_address(address: str | None, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise ConnectionError (one line) unless a Ray cluster's GCS port accepts a TCP
+    connection at ``address`` ('auto', host:port or ray://host:port) within ``timeout_s``.
+
+    ``ray.init(address=...)`` with nothing listening retries for minutes before it gives up;
+    this probe turns a typo or a stopped cluster into an error in seconds, before anything
+    (MLflow runs, storage folders) is created. 'auto' is resolved the way Ray resolves it
+    (RAY_ADDRESS, the cluster 'ray start' last started here, a running GCS process)."""
+    if not address or address == "local":
+        return
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            target = canonicalize_bootstrap_address("auto")
+        except ConnectionError:
+            raise ConnectionError(
+                f"--address auto: no Ray cluster found on this machine ({START_HINT})"
+            ) from None
+    else:
+        target = address
+    parts = urlsplit(target if "://" in target else f"//{target}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        host, port = None, None
+    if not host or not port:
+        raise ValueError(f"--address {address}: expected 'auto' or host:port")
+    if not _answers(host, port, timeout_s):
+        where = "there" if target == address else f"at {target}"
+        raise ConnectionError(f"--address {address}: no Ray cluster answers {where} ({START_HINT})")
 
 
 def connect_ray(
@@ -27,7 +77,15 @@ def connect_ray(
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        try:
+            ray.init(address=address, log_to_driver=log_to_driver)
+        except ConnectionError as error:
+            # Ray enables token auth by itself only for a cluster it finds ('auto'), never for
+            # an explicit address; a missing token then reads as a plain connection failure.
+            if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" or address == "auto":
+                raise
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ConnectionError(f"{first}; {AUTH_HINT}") from error
         return
     ray.init(
         num_cpus=num_cpus,

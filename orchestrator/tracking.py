@@ -49,3 +49,45 @@ def experiment_id(client, tracking_uri: str, name: str) -> str:
     if found is not None:
         return found.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
+
+
+def check_tracking_uri(uri: str | None, timeout_s: float = 3.0) -> None:
+    """Raise ConnectionError (one line) unless an http(s) tracking URI answers MLflow's REST
+    API within ``timeout_s``; other stores (sqlite, file, databricks) are not probed.
+
+    MLflow's client retries an unreachable server for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES
+    with exponential backoff); one short request up front fails a search before Ray starts
+    and before anything is created. Credentials and TLS settings come from MLflow's own
+    environment variables (MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME, ...)."""
+    resolved = resolve_tracking_uri(uri)
+    if not resolved.startswith(("http://", "https://")):
+        return
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    label = f"--tracking-uri {resolved}" if uri else f"MLFLOW_TRACKING_URI={resolved}"
+    try:
+        response = http_request(
+            get_default_host_creds(resolved),
+            "/api/2.0/mlflow/experiments/search",
+            "GET",
+            max_retries=0,
+            timeout=timeout_s,
+            raise_on_status=False,
+            params={"max_results": 1},
+        )
+    except Exception:  # noqa: BLE001 - MlflowException wrapping requests' connection errors
+        raise ConnectionError(
+            f"{label}: no MLflow server answers there within {timeout_s:g} s (start one with "
+            "'mlflow server', or drop --tracking-uri for the local store under ./mlruns)"
+        ) from None
+    if response.status_code in (401, 403):
+        raise ConnectionError(
+            f"{label}: the server refused access (HTTP {response.status_code}); set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+        )
+    if response.status_code != 200:
+        raise ConnectionError(
+            f"{label}: HTTP {response.status_code} from MLflow's REST API; is it an MLflow "
+            "tracking server?"
+        )

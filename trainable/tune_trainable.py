@@ -74,11 +74,19 @@ def run_trial(
 
 
 def train_trial(config: dict) -> None:
-    """Ray Tune entry point."""
+    """Ray Tune entry point.
+
+    Every report carries ``node_id``, the Ray node running the trial (a string: the driver's
+    MLflow callback tags the trial's run with it and logs only numbers as metrics), so a
+    multi-node search shows where each trial, and each retry of it, ran."""
+    import ray
     from ray import tune
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict, checkpoint_dir: Path) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
+        tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:

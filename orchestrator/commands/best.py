@@ -25,7 +25,12 @@ def best(
 ) -> None:
     """Show the best trial: config, dev and test scores, checkpoint, command to reproduce."""
     from orchestrator.best import NoSearchError, best_trial
+    from orchestrator.tracking import check_tracking_uri
 
+    try:  # a dead server: one line in seconds, not minutes of MLflow's retries
+        check_tracking_uri(tracking_uri)
+    except ConnectionError as error:
+        raise fail(str(error)) from None
     try:
         found = best_trial(tracking_uri, name=name, metric=metric)
     except NoSearchError as error:

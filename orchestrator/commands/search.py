@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
@@ -14,14 +15,20 @@ from rich.console import Console
 from orchestrator.errors import USAGE, fail
 from orchestrator.resources import DEFAULT_GPU_MEMORY_GB
 
-QUICK_DIALOGUES = 100  # --quick: dialogues per split
+# --quick: dialogues per split, enough for a tiny model to beat the majority class on MELD.
+QUICK_DIALOGUES = 300
 
 
 def check_storage(storage: str) -> None:
-    """A local storage folder must be creatable and writable before any trial starts."""
+    """A local storage folder must be creatable and writable before any trial starts.
+
+    The folders the probe creates are removed again: a search that fails after this check
+    (Ray, MLflow) must leave nothing behind, and Ray creates the folder when trials start.
+    """
     if "://" in storage:
         return
     path = Path(storage)
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".orch-write-test-{uuid.uuid4().hex}"
@@ -29,6 +36,36 @@ def check_storage(storage: str) -> None:
         probe.unlink()
     except OSError as error:
         raise fail(f"--storage {storage} is not writable: {error.strerror or error}") from None
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def check_space(space: str, gpu_memory_gb: float):
+    """The space, bounded by the memory budget, and the constants of one throwaway draw.
+
+    Drawing once on the driver catches what would otherwise fail every trial after Ray has
+    started: bad bounds, a space function that raises, a field name no config has.
+    """
+    from search_spaces import bounded, describe
+    from trainable.tune_trainable import MODEL_KEYS, RUN_KEYS, TRAIN_KEYS
+
+    try:
+        space_fn = bounded(space, gpu_memory_gb)
+        names, constants = describe(space_fn)
+    except ValueError as error:
+        raise fail(str(error), USAGE) from None
+    except Exception as error:  # noqa: BLE001 - a module:function space is user code
+        raise fail(f"--space {space}: drawing a config failed: {error!r}", USAGE) from None
+    unknown = sorted((set(names) | set(constants)) - MODEL_KEYS - TRAIN_KEYS - RUN_KEYS)
+    if unknown:
+        raise fail(
+            f"--space {space}: unknown parameter(s) {', '.join(unknown)}; expected fields of "
+            "DialogueTRMConfig or TrainConfig (see orch train --help)",
+            USAGE,
+        )
+    return space_fn, constants
 
 
 def check_encoder(encoder: str) -> None:
@@ -116,7 +153,7 @@ def search(
     """Search DialogueTRM hyperparameters with Ray Tune, Optuna and ASHA; track it in MLflow."""
     from orchestrator.optuna_pruning import SAMPLERS
     from orchestrator.tuner import SCHEDULERS, SearchSettings, resolve_storage
-    from search_spaces import PRESETS, bounded, describe
+    from search_spaces import PRESETS
 
     if dataset not in PRESETS:
         raise fail(f"--dataset {dataset!r} is unknown; expected one of {', '.join(PRESETS)}", USAGE)
@@ -127,7 +164,7 @@ def search(
         (sampler in SAMPLERS, f"--sampler {sampler!r} is unknown; expected one of {', '.join(SAMPLERS)}"),
         (scheduler in SCHEDULERS, f"--scheduler {scheduler!r} is unknown; expected asha or none"),
         (epochs is None or epochs >= 1, f"--epochs must be >= 1, got {epochs}"),
-        (max_dialogues is None or max_dialogues >= 1, "--max-dialogues must be >= 1"),
+        (max_dialogues is None or max_dialogues >= 1, f"--max-dialogues must be >= 1, got {max_dialogues}"),
         (gpu_memory_gb > 0, f"--gpu-memory-gb must be > 0, got {gpu_memory_gb}"),
         (cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {cpus_per_trial}"),
         (max_failures >= 0, f"--max-failures must be >= 0, got {max_failures}"),
@@ -136,12 +173,7 @@ def search(
         if not ok:
             raise fail(message, USAGE)
     preset = PRESETS[dataset]
-    space_name = space or ("quick" if quick else preset.space)
-    try:
-        space_fn = bounded(space_name, gpu_memory_gb)
-        _, constants = describe(space_fn)
-    except ValueError as error:
-        raise fail(str(error), USAGE) from None
+    space_fn, constants = check_space(space or ("quick" if quick else preset.space), gpu_memory_gb)
     if quick and max_dialogues is None:
         max_dialogues = QUICK_DIALOGUES
     trial_epochs = epochs or int(constants.get("epochs", 10))
@@ -157,8 +189,22 @@ def search(
     storage_path = resolve_storage(storage)
     check_storage(storage_path)
 
-    from orchestrator.resources import cluster_gpus, connect_ray, gpu_share, probe_gpu_memory_gb
+    from orchestrator.resources import (
+        check_ray_address,
+        cluster_gpus,
+        connect_ray,
+        gpu_share,
+        probe_gpu_memory_gb,
+    )
+    from orchestrator.tracking import check_tracking_uri
 
+    try:  # dead services fail in seconds here, not minutes later with half a search created
+        check_tracking_uri(tracking_uri)
+        check_ray_address(address)
+    except ValueError as error:
+        raise fail(str(error), USAGE) from None
+    except ConnectionError as error:
+        raise fail(str(error)) from None
     try:
         connect_ray(address)
     except Exception as error:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...

@@ -92,3 +92,18 @@ def test_default_store_is_sqlite_under_cwd(tmp_path, monkeypatch):
     experiment = cb.client.get_experiment(cb.experiment_id)
     assert experiment.artifact_location.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
     cb.close()
+
+
+def test_node_id_is_a_tag_set_again_only_when_a_retry_moves(uri):
+    cb = callback(uri)
+    cb.open()
+    trial = fake_trial("t1")
+    cb.on_trial_start(0, [], trial)
+    for step, node in ((1, "node-a"), (2, "node-a"), (3, "node-b")):
+        cb.on_trial_result(
+            0, [], trial, {"dev_weighted_f1": 0.5, "training_iteration": step, "node_id": node}
+        )
+    run = cb.client.get_run(cb.children["t1"])
+    assert run.data.tags["orch.node_id"] == "node-b"  # the latest attempt's node
+    assert "node_id" not in run.data.metrics  # a string is a tag, never a metric
+    cb.close()

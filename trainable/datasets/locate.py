@@ -75,7 +75,10 @@ def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
     if data_dir is not None:
         path = Path(data_dir).expanduser()
         if not path.is_dir():
-            raise DataError(f"data directory {path} does not exist")
+            files = ", ".join(REQUIRED_FILES[name])
+            raise DataError(
+                f"data directory {path} does not exist (--data-dir must be a folder holding {files})"
+            )
         return path  # the loader names any file missing from a folder the user chose
     env = os.environ.get("ORCH_DATA_DIR")
     if env and (Path(env).expanduser() / name).is_dir():

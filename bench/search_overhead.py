@@ -1,0 +1,171 @@
+"""What a search costs beyond its trials: a fixed-cost trainable run through the project's
+real ``orchestrator.tuner.run_search`` (Ray Tune, Optuna TPE, the driver's MLflow callback on
+a temporary sqlite store, checkpoints to a temporary storage folder, live table off), against
+the same trainable called sequentially in this process without Ray.
+
+    python bench/search_overhead.py                    # 40 trials x 2 epochs x 1.0 s, 2 at a time
+    python bench/search_overhead.py --reuse-actors     # the same with Tune's actor reuse on
+    python bench/search_overhead.py --spin --asha      # busy-wait epochs; ASHA stopping trials
+
+Each epoch of a trial waits a fixed ``--epoch-s`` (sleeping, or spinning with ``--spin``) and
+then reports one metric with a tiny checkpoint, so every trial costs the same and everything
+else is orchestration: actor start-up, Optuna, scheduling, result and checkpoint handling,
+MLflow writes. ASHA is off by default so that all trials run all epochs (the cost per trial
+stays fixed); ``--asha`` turns it on. Ray is started before the clock starts and its start-up
+is printed apart.
+
+Printed (c = concurrency, N = trials, W = search wall time, S = summed trial time as Ray
+measured it, ``time_total_s`` of each trial's last result, B = in-process baseline total):
+
+- the issue's literal ratio (W - S) / W: it ignores that c trials run at once, so with c > 1
+  it goes negative whenever the slots are kept busy;
+- the concurrency-adjusted ratio (W - S/c) / W: the share of the wall time the c slots were
+  not running trial code;
+- overhead per trial (c*W - S) / N: slot-seconds each trial costs beyond its own run;
+- against the baseline: W / (B/c), the slowdown against a perfect c-way split of the pure
+  trial cost, and (c*W - B) / N, the per-trial overhead measured that way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orchestrator.resources import connect_ray  # noqa: E402
+from orchestrator.tuner import SearchSettings, run_search  # noqa: E402
+
+
+def space(trial) -> dict:
+    """Two sampled knobs for TPE; constants say how long an epoch is."""
+    trial.suggest_float("x", -2.0, 2.0)
+    trial.suggest_int("k", 1, 8)
+    return {}
+
+
+def score(config: dict, epoch: int) -> float:
+    return -((config["x"] - 0.5) ** 2) - 0.01 * config["k"] + 0.1 * epoch
+
+
+def wait(seconds: float, spin: bool) -> None:
+    """A fixed cost: sleeping (orchestration alone competes for the CPUs) or spinning."""
+    if not spin:
+        time.sleep(seconds)
+        return
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def trial_body(config: dict, report) -> None:
+    """The whole trial: per epoch, the fixed cost, then a metric and a tiny checkpoint."""
+    for epoch in range(1, config["epochs"] + 1):
+        wait(config["epoch_s"], config["spin"])
+        with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as folder:
+            (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch, **config}))
+            report({"score": score(config, epoch), "epoch": epoch}, folder)
+
+
+def ray_trial(config: dict) -> None:
+    """The Ray Tune function trainable around ``trial_body``."""
+    from ray import tune
+
+    def report(metrics: dict, folder: str) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    trial_body(config, report)
+
+
+def baseline(trials: int, constants: dict) -> float:
+    """Seconds for ``trials`` trials called one after another in this process, no Ray."""
+    started = time.perf_counter()
+    for i in range(trials):
+        config = {"x": -2.0 + 4.0 * i / max(1, trials - 1), "k": 1 + i % 8, **constants}
+        trial_body(config, lambda metrics, folder: None)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epoch-s", type=float, default=1.0, help="Fixed cost of one epoch.")
+    parser.add_argument("--concurrency", type=int, default=2, help="Trials at once (CPUs).")
+    parser.add_argument("--spin", action="store_true", help="Busy-wait instead of sleeping.")
+    parser.add_argument("--asha", action="store_true", help="ASHA on (default: off).")
+    parser.add_argument("--reuse-actors", action="store_true", help="Tune's actor reuse on.")
+    parser.add_argument("--baseline-trials", type=int, default=None, help="Default: --trials.")
+    args = parser.parse_args()
+    c, n = args.concurrency, args.trials
+    constants = {"epochs": args.epochs, "epoch_s": args.epoch_s, "spin": args.spin}
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # store creation notices
+    load = os.getloadavg()
+    started = time.perf_counter()
+    connect_ray(num_cpus=c)
+    ray_start = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
+        settings = SearchSettings(
+            space=space,
+            metric="score",
+            mode="max",
+            num_samples=n,
+            sampler="tpe",
+            seed=0,
+            scheduler="asha" if args.asha else "none",
+            max_t=args.epochs,
+            max_concurrent=c,
+            cpus_per_trial=1.0,
+            storage_path=str(Path(tmp) / "ray"),
+            name="bench",
+            tracking_uri=f"sqlite:///{Path(tmp) / 'mlruns' / 'mlflow.db'}",
+            dataset="bench",
+            constants=constants,
+            reuse_actors=args.reuse_actors,
+            live=False,
+        )
+        started = time.perf_counter()
+        result = run_search(ray_trial, settings)
+        wall = time.perf_counter() - started
+    errors = [r for r in result.results if r.error]
+    summed = sum(r.metrics.get("time_total_s", 0.0) for r in result.results)
+    epochs_run = sum(r.metrics.get("training_iteration", 0) for r in result.results)
+
+    m = args.baseline_trials or n
+    base = baseline(m, constants) * n / m  # scaled to N trials when fewer were run
+
+    print(
+        f"search: {n} trials x {args.epochs} epochs x {args.epoch_s:g} s "
+        f"({'spin' if args.spin else 'sleep'}), {c} at a time, ASHA {'on' if args.asha else 'off'}, "
+        f"reuse_actors {'on' if args.reuse_actors else 'off'}, TPE, MLflow sqlite; "
+        f"{epochs_run} epochs run, {len(errors)} failed trials"
+    )
+    print(
+        f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
+    rows = [
+        ("Ray start (not counted below)", ray_start, "s"),
+        ("search wall time W", wall, "s"),
+        ("summed trial time S (Ray's time_total_s)", summed, "s"),
+        (f"in-process baseline B ({m} trials, no Ray)", base, "s"),
+        ("literal (W - S) / W, ignores concurrency", (wall - summed) / wall, ""),
+        (f"concurrency-adjusted (W - S/{c}) / W", (wall - summed / c) / wall, ""),
+        ("overhead per trial (c*W - S) / N", (c * wall - summed) / n, "s"),
+        (f"W / (B/{c}), slowdown vs a perfect {c}-way split", wall / (base / c), "x"),
+        ("overhead per trial vs baseline (c*W - B) / N", (c * wall - base) / n, "s"),
+    ]
+    for label, value, unit in rows:
+        print(f"{label + ':':<52}{value:9.3f} {unit}")
+
+
+if __name__ == "__main__":
+    main()
