@@ -146,6 +146,9 @@ def main() -> None:
         fast = "bf16"
     batch = make_batch(batch_size, turns, tokens, vocab, 300, device)
     print(f"device {device}, batch {batch_size} dialogues x {turns} turns x {tokens} tokens")
+    # Warm the process up (thread pools, allocator, kernels) so the first variant timed is not
+    # penalised for being first.
+    run(build(base, args.gpu, k=2), batch, 2, device, None if args.gpu else SavedBytes())
     print(f"{'K':>3} {'variant':<34} {'utt/s':>9} {'peak MB':>9} {'speed':>7} {'memory':>7}")
     for k in (int(x) for x in args.ks.split(",")):
         variants = {

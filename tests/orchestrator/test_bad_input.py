@@ -373,3 +373,20 @@ def test_bad_input_is_one_line_and_leaves_nothing(row: Row, isolated: Path, ray_
     else:
         assert not (isolated / "mlruns").exists(), shown
     assert not storage.exists(), shown
+
+
+def test_top_level_range_table_is_the_same_as_under_ranges(tmp_path):
+    """``[lr]`` on its own (the shorthand the lr-bounds row uses) means ``[ranges] lr = ...``,
+    so that row fails on its bound, not on an unknown section."""
+    from search_spaces.spaces import describe, get_space
+
+    short, long = tmp_path / "short.toml", tmp_path / "long.toml"
+    short.write_text('[lr]\nlow = 1e-5\nhigh = 1e-3\nlog = true\n[constants]\nencoder = "tiny"\n')
+    long.write_text(
+        '[ranges]\nlr = { low = 1e-5, high = 1e-3, log = true }\n[constants]\nencoder = "tiny"\n'
+    )
+    assert describe(get_space(str(short))) == describe(get_space(str(long)))
+    both = tmp_path / "both.toml"
+    both.write_text("[lr]\nlow = 1e-5\nhigh = 1e-3\n[ranges]\nlr = { low = 1e-5, high = 1e-3 }\n")
+    with pytest.raises(ValueError, match="lr: given both"):
+        get_space(str(both))
