@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from orchestrator.mlflow_logging import (
     CHECKPOINT_TAG,
     DEFAULT_EXPERIMENT,
+    ERROR_TAG,
+    FAILURE_TAG,
     KIND_TAG,
     PARENT_TAG,
     SEARCH_TAG,
@@ -51,9 +53,39 @@ class BestTrial:
     """The checkpoint logged to MLflow (artifact URI), else where Ray kept it."""
     checkpoint_storage: str | None = None
     command: str = ""
+    failed: list[dict] = field(default_factory=list)
+    """The search's failed trials: ``{"trial_id", "run_id", "reason"}`` (one line each)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def failures(runs) -> list[dict]:
+    """The failed trials among child ``runs``, with the one-line reason of each."""
+    from orchestrator.mlflow_logging import failure_reason
+
+    failed = []
+    for run in runs:
+        tags = run.data.tags
+        if tags.get(STATE_TAG) != "failed":
+            continue
+        reason = tags.get(FAILURE_TAG) or failure_reason(tags.get(ERROR_TAG, ""))
+        trial_id = tags.get(TRIAL_TAG, run.info.run_name)
+        failed.append({"trial_id": trial_id, "run_id": run.info.run_id, "reason": reason})
+    return sorted(failed, key=lambda f: f["trial_id"])
+
+
+def failure_summary(failed: list[dict]) -> str:
+    """``2 trials failed: out of memory (1), ValueError: ... (1)``, or "" when none did."""
+    if not failed:
+        return ""
+    kinds: dict[str, int] = {}
+    for failure in failed:
+        reason = failure["reason"]
+        kind = "out of memory" if reason.startswith("out of memory") else reason[:120]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    counts = ", ".join(f"{kind} ({n})" for kind, n in sorted(kinds.items(), key=lambda x: -x[1]))
+    return f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed: {counts}"
 
 
 def default_mode(metric: str) -> str:
@@ -181,7 +213,9 @@ def best_trial(
         mode = own or default_mode(metric)
 
     best = None
-    for run in trial_runs(client, found.experiment_id, parent.info.run_id):
+    runs = trial_runs(client, found.experiment_id, parent.info.run_id)
+    failed = failures(runs)
+    for run in runs:
         if metric not in run.data.metrics:
             continue
         scored = best_step(client, run.info.run_id, metric, mode)
@@ -189,7 +223,8 @@ def best_trial(
             best = (scored[0], scored[1], run)
     search = parent.data.tags.get(SEARCH_TAG, parent.info.run_name)
     if best is None:
-        raise NoSearchError(f"no trial of search {search!r} reported {metric!r}")
+        why = f" ({failure_summary(failed)})" if failed else ""
+        raise NoSearchError(f"no trial of search {search!r} reported {metric!r}{why}")
     value, step, run = best
 
     dev, test = metrics_at(client, run, step)
@@ -213,4 +248,5 @@ def best_trial(
         checkpoint=artifact or storage,
         checkpoint_storage=storage,
         command=train_command(params) if command else "",
+        failed=failed,
     )

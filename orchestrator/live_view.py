@@ -63,12 +63,17 @@ class LiveTable(Callback):
         self.title, self.max_rows = title, max_rows
         self.rows: dict[str, Row] = {}
         self._live: Live | None = None
+        self._restored = False
 
-    # Tuner pickles its callbacks; a console and a live display cannot be pickled.
+    # Tuner pickles its callbacks; a console and a live display cannot be pickled. What
+    # unpickles the state is the driver of a resumed search (Tuner.restore).
     def __getstate__(self):
         state = self.__dict__.copy()
         state["console"], state["_live"] = None, None
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update({**state, "_restored": True})
 
     def _better(self, a: float, b: float | None) -> bool:
         return b is None or (a > b if self.mode == "max" else a < b)
@@ -126,6 +131,29 @@ class LiveTable(Callback):
         )
         self._live.start()
 
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self._restored:  # a resumed search: show what the earlier drivers ran
+            self._restored = False
+            for trial in trials:
+                self._restored_row(trial)
+            self._refresh()
+
+    def _restored_row(self, trial) -> None:
+        row = self._row(trial)
+        result = trial.last_result or {}
+        row.epoch = int(result.get("training_iteration") or 0)
+        value = result.get(self.metric)
+        if isinstance(value, int | float):
+            row.last = float(value)
+        best = (trial.metric_analysis.get(self.metric) or {}).get(self.mode)
+        if isinstance(best, int | float):
+            row.best = float(best)
+        if trial.status == "TERMINATED":
+            pruned = self.is_pruned is not None and self.is_pruned(trial.trial_id)
+            row.state = "pruned" if pruned else "completed"
+        elif trial.status == "ERROR":
+            row.state = "failed"
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._row(trial).state = "running"
         self._refresh()
@@ -160,4 +188,6 @@ class LiveTable(Callback):
         if self._live is not None:
             self._live.update(self.render())
             self._live.stop()
+            if not self._live.console.is_terminal:  # rich leaves the last line open there
+                self._live.console.line()
             self._live = None

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +40,9 @@ KIND_TAG = "orch.kind"
 STATE_TAG = "orch.state"
 CHECKPOINT_TAG = "orch.best_checkpoint"
 NODE_TAG = "orch.node_id"  # the Ray node that ran the trial (its latest attempt)
+ERROR_TAG = "orch.error"  # a failed trial's error, traceback included
+FAILURE_TAG = "orch.failure"  # ... and its reason in one line (``failure_reason``)
+DRIVER_TAG = "orch.driver"  # host:pid of the driver that last ran the search
 DEFAULT_EXPERIMENT = "orch-search"
 # Ray's bookkeeping numbers: not metrics of the model.
 RAY_KEYS = {
@@ -85,6 +91,28 @@ def error_text(trial) -> str:
     if not text:
         return "unknown error (see the trial's error.txt)"
     return str(text).rsplit("Failure # ", 1)[-1].strip()
+
+
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?:\([\w.]+\))?: (.*\S)")
+
+
+def failure_reason(text: str) -> str:
+    """One line saying why a trial failed, from Ray's error text (a traceback, or a message
+    about a dead worker): the exception's line without its module path, ``out of memory
+    (...) with config ...`` for TrialOutOfMemory, else the text's first line."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    found = [m for m in map(_EXCEPTION_LINE.match, lines) if m]
+    if found:
+        name, message = found[-1].group(1).rsplit(".", 1)[-1], found[-1].group(2)
+        if name == "TrialOutOfMemory":
+            reason = message
+        elif name == "OutOfMemoryError" and "low on memory" in message:
+            reason = f"out of memory (Ray's memory monitor killed the worker: {message})"
+        else:
+            reason = f"{name}: {message}"
+    else:
+        reason = lines[0].strip() if lines else "unknown error"
+    return reason[:500]
 
 
 def best_kept_checkpoint(trial, metric: str, mode: str):
@@ -139,6 +167,11 @@ class MlflowSearchCallback(Callback):
         self.children: dict[str, str] = {}  # trial id -> child run id
         self.closed: set[str] = set()  # trial ids whose child run is terminated
         self.nodes: dict[str, str] = {}  # trial id -> node id last tagged
+        self.logged_step: dict[str, int] = {}  # trial id -> last step an earlier driver logged
+        self.total: int | None = None  # trials the search runs (from Tune's setup)
+        self.interrupted = False  # the search ended with trials left to run (Ctrl-C, SIGTERM)
+        self.running: set[str] = set()  # trials started by this driver and not ended yet
+        self._restored = False  # unpickled from tuner.pkl: a resumed search's driver
         self._client = None
 
     # The Tuner pickles its callbacks (tuner.pkl, for Tuner.restore); a client holding an
@@ -147,6 +180,11 @@ class MlflowSearchCallback(Callback):
         state = self.__dict__.copy()
         state["_client"] = None
         return state
+
+    def __setstate__(self, state):
+        """Whatever unpickles a callback is the driver of a resumed search."""
+        defaults = {"logged_step": {}, "total": None, "interrupted": False, "running": set()}
+        self.__dict__.update({**defaults, **state, "_restored": True})
 
     @property
     def client(self):
@@ -165,13 +203,15 @@ class MlflowSearchCallback(Callback):
             self.experiment_id = experiment_id(self.client, self.tracking_uri, self.experiment)
         if self.parent_run_id is None and self.resume:
             self.parent_run_id = self._find_parent()
+        driver = f"{socket.gethostname()}:{os.getpid()}"
         if self.parent_run_id is not None:
             self.client.update_run(self.parent_run_id, status="RUNNING")
+            self.client.set_tag(self.parent_run_id, DRIVER_TAG, driver)
             return self.parent_run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.search_name,
-            tags={SEARCH_TAG: self.search_name, KIND_TAG: "search"},
+            tags={SEARCH_TAG: self.search_name, KIND_TAG: "search", DRIVER_TAG: driver},
         )
         self.parent_run_id = run.info.run_id
         params = {k: v for k, v in self.parent_params.items() if v is not None}
@@ -216,6 +256,12 @@ class MlflowSearchCallback(Callback):
         )
         if found:  # a restored search: the trial had a run before the driver restarted
             run_id = found[0].info.run_id
+            # The experiment state an earlier driver left may predate its last results: the
+            # trial then repeats epochs that run already logged. Log each step once.
+            steps = [m.step for m in self.client.get_metric_history(run_id, self.metric)]
+            self.logged_step[trial_id] = max(steps, default=0)
+            if found[0].info.status != "RUNNING":  # ended, or closed as interrupted
+                self.closed.add(trial_id)
         else:
             run = self.client.create_run(
                 self.experiment_id,
@@ -244,7 +290,8 @@ class MlflowSearchCallback(Callback):
         run_id = self.child_run(trial)
         tags = {STATE_TAG: state}
         if error:
-            tags["orch.error"] = error[-MAX_TAG:]
+            tags[ERROR_TAG] = error[-MAX_TAG:]
+            tags[FAILURE_TAG] = failure_reason(error)
         best = best_kept_checkpoint(trial, self.metric, self.mode)
         if best is not None:
             tags[CHECKPOINT_TAG] = best[1].path
@@ -256,13 +303,45 @@ class MlflowSearchCallback(Callback):
     # -- Tune hooks -------------------------------------------------------------------------
 
     def setup(self, **info) -> None:
+        self.total = info.get("total_num_samples") or self.total
         self.open()
 
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self._restored:  # once per resumed driver, when Tune has restored its trials
+            self._restored = False
+            self._drop_lost(trials)
+
+    def _drop_lost(self, trials) -> None:
+        """Delete child runs of trials the restored experiment does not know.
+
+        A trial started after the last experiment snapshot of a killed driver is lost with
+        it: Tune and Optuna never saw it, its slot goes to a new trial. Its run would be
+        one run too many (and might even look best), so it is deleted (MLflow keeps deleted
+        runs until ``mlflow gc``), tagged ``orch.state = lost``."""
+        from orchestrator.best import trial_runs
+
+        known = {t.trial_id for t in trials}
+        for run in trial_runs(self.client, self.experiment_id, self.parent_run_id):
+            if run.data.tags.get(TRIAL_TAG) not in known:
+                self.client.set_tag(run.info.run_id, STATE_TAG, "lost")
+                if run.info.status == "RUNNING":
+                    self.client.set_terminated(run.info.run_id, "KILLED")
+                self.client.delete_run(run.info.run_id)
+                logger.warning(
+                    "trial %s started after the last saved state of the search: its run "
+                    "%s is deleted and a new trial takes its place",
+                    run.data.tags.get(TRIAL_TAG),
+                    run.info.run_id,
+                )
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running.add(trial.trial_id)
         run_id = self.child_run(trial)
-        if trial.trial_id in self.closed:  # restarted after it was closed (resume_errored)
-            self.closed.discard(trial.trial_id)
+        if trial.trial_id in self.closed:  # restarted after its run was closed: a resumed
+            self.closed.discard(trial.trial_id)  # search continues an interrupted trial
             self.client.update_run(run_id, status="RUNNING")
+            if self.client.get_run(run_id).data.tags.get(STATE_TAG) == "interrupted":
+                self.client.delete_tag(run_id, STATE_TAG)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         # Ray will restart the trial from its last checkpoint; keep its run open and say so.
@@ -274,6 +353,8 @@ class MlflowSearchCallback(Callback):
 
         run_id = self.child_run(trial)
         step = int(result.get("training_iteration", 0))
+        if step <= self.logged_step.get(trial.trial_id, 0):
+            return  # an epoch repeated after a resume: logged once, by the earlier driver
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in _numeric(result).items()]
         for start in range(0, len(metrics), 1000):
@@ -285,21 +366,52 @@ class MlflowSearchCallback(Callback):
             self.nodes[trial.trial_id] = node
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
         if self.is_pruned(trial.trial_id):
             self._finish(trial, "pruned", "KILLED")
         else:
             self._finish(trial, "completed", "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
         self._finish(trial, "failed", "FAILED", error=error_text(trial))
 
     def on_experiment_end(self, trials, **info) -> None:
+        # Tune ends the loop early on Ctrl-C (SIGINT; orch turns SIGTERM into one too) and
+        # still calls this, after marking the running trials TERMINATED (their state saved
+        # as RUNNING): a trial that started here and never completed or failed, one never
+        # started, or fewer trials than asked mean the search was interrupted.
+        unfinished = [t for t in trials if not t.is_finished()]
+        short = self.total is not None and len(trials) < self.total
+        if self.running or unfinished or short:
+            self.interrupted = True
+            if self.parent_run_id is not None:
+                self.client.set_tag(self.parent_run_id, STATE_TAG, "interrupted")
+            self.close("KILLED")
+            return
         try:
+            self._settle(trials)
             self._log_best(trials)
             self._log_study()
             self._log_plots()
         finally:
+            if self.parent_run_id is not None:
+                self.client.set_tag(self.parent_run_id, STATE_TAG, "finished")
             self.close("FINISHED")
+
+    def _settle(self, trials) -> None:
+        """Close the runs an earlier (killed) driver left RUNNING for trials that ended."""
+        from orchestrator.best import trial_runs
+
+        by_id = {t.trial_id: t for t in trials}
+        for run in trial_runs(self.client, self.experiment_id, self.parent_run_id):
+            trial = by_id.get(run.data.tags.get(TRIAL_TAG))
+            if run.info.status != "RUNNING" or trial is None or trial.trial_id in self.closed:
+                continue
+            if trial.status == "ERROR":
+                self.on_trial_error(0, trials, trial)
+            else:
+                self.on_trial_complete(0, trials, trial)
 
     # -- end of search ----------------------------------------------------------------------
 

@@ -15,6 +15,11 @@ Two Ray details this relies on (``tune/execution/tune_controller.py``):
 - the scheduler and searcher are the objects given to ``TuneConfig`` (not copies), both in
   the driver, so the scheduler can call the searcher directly. Both pickle together with the
   experiment state, so a restored search keeps the record.
+
+Tune's experiment snapshots save the searcher (``OptunaSearch.save``: its whole ``__dict__``,
+the study included) but never the scheduler, so a resumed search would start ASHA's rungs
+empty. ``keep_state_of(scheduler)`` saves ASHA's rungs inside the searcher's snapshot and puts
+them back into the live scheduler on restore.
 """
 
 from __future__ import annotations
@@ -51,6 +56,32 @@ class PruningOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.pruned_trials: set[str] = set()
         self._last_step: dict[str, int] = {}
+        self._scheduler: PruningASHA | None = None
+
+    def keep_state_of(self, scheduler: PruningASHA) -> None:
+        """Save ``scheduler``'s state with this searcher's snapshots, restore it with them."""
+        self._scheduler = scheduler
+
+    def save(self, checkpoint_path: str):
+        # OptunaSearch.save pickles __dict__: swap the scheduler for its state meanwhile.
+        scheduler = getattr(self, "_scheduler", None)  # absent in searches pickled before it
+        state = scheduler.get_state() if scheduler is not None else None
+        self.__dict__.pop("_scheduler", None)
+        self._scheduler_state = state
+        try:
+            super().save(checkpoint_path)
+        finally:
+            del self._scheduler_state
+            self._scheduler = scheduler
+
+    def restore(self, checkpoint_path: str):
+        # The live scheduler (restored from tuner.pkl together with this searcher).
+        scheduler = getattr(self, "_scheduler", None)
+        super().restore(checkpoint_path)
+        state = self.__dict__.pop("_scheduler_state", None)
+        self._scheduler = scheduler
+        if scheduler is not None and state is not None:
+            scheduler.set_state(state)
 
     @property
     def study(self) -> optuna.Study:
@@ -68,8 +99,14 @@ class PruningOptunaSearch(OptunaSearch):
         return trial_id in self.pruned_trials
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        step = result.get("training_iteration")
+        last = self._last_step.get(trial_id)
+        if step is not None and last is not None and step <= last:
+            # A resumed trial repeats the epochs after its last saved checkpoint (Tune
+            # registers a checkpoint after the result that carries it): Optuna has them.
+            return
         super().on_trial_result(trial_id, result)
-        self._last_step[trial_id] = result.get("training_iteration")
+        self._last_step[trial_id] = step
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if error or trial_id in self._completed_trials:
@@ -107,6 +144,17 @@ class PruningASHA(AsyncHyperBandScheduler):
         super().__init__(*args, **kwargs)
         self.on_prune = on_prune
         self.stopped_early: set[str] = set()
+
+    _STATE = ("_brackets", "_trial_info", "_counter", "_num_stopped", "stopped_early")
+
+    def get_state(self) -> dict:
+        """The rungs (values recorded per trial) and counters: what a resumed search needs."""
+        return {key: getattr(self, key) for key in self._STATE}
+
+    def set_state(self, state: dict) -> None:
+        for key in self._STATE:
+            if key in state:
+                setattr(self, key, state[key])
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)

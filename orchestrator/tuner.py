@@ -3,6 +3,15 @@ the weak, MLflow recording everything from the driver, a live table instead of R
 
 ``run_search(trainable, settings)`` is what ``orch search`` calls; it knows nothing about the
 model: the trainable (normally ``trainable.tune_trainable.train_trial``) is passed in.
+
+Resuming (``settings.resume``): ``Tuner.restore`` reads ``<storage_path>/<name>``. The
+searcher, scheduler and callbacks come back from ``tuner.pkl`` (pickled when the search
+started), then Tune brings the searcher (Optuna study, pruned trials, ASHA's rungs: see
+``optuna_pruning``) and the trial list up to its latest experiment snapshot. Finished and
+failed trials stay as they are; unfinished ones continue from their last checkpoint; the
+search still runs ``num_samples`` trials in all. The MLflow callback reuses the parent run and
+each trial's child run (found by tag), logs each epoch once and deletes runs of trials that
+the snapshot does not know (see ``mlflow_logging``).
 """
 
 from __future__ import annotations
@@ -11,7 +20,9 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -73,7 +84,8 @@ class SearchSettings:
     reuse_actors: bool | None = None
     live: bool = True
     resume: bool = False
-    """Reuse the MLflow parent run of an earlier search with the same name."""
+    """Continue the search ``name`` saved under ``storage_path`` (``Tuner.restore``): the
+    space, sampler, scheduler and trial count are the saved ones, not these settings."""
 
     def check(self) -> SearchSettings:
         """Validate and fill defaults (name, absolute storage path); returns self."""
@@ -96,6 +108,43 @@ class SearchSettings:
         return self
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped with trials left to run (Ctrl-C or SIGTERM); it can be resumed.
+    Its MLflow runs are closed: the parent KILLED, running trials KILLED/interrupted."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def experiment_path(storage_path: str, name: str) -> str:
+    """Where Tune keeps search ``name``: ``<storage_path>/<name>`` (a path or a URI)."""
+    return f"{storage_path.rstrip('/')}/{name}"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM stops the search the way Ctrl-C does (Tune's SIGINT handler: the loop ends,
+    the experiment state is saved, trials stop), instead of ``ray.init``'s ``sys.exit``.
+    A second signal interrupts at once. Only the main thread can set signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def resolve_storage(storage: str | None) -> str:
     """An absolute path or a URI: Ray's pyarrow filesystem rejects relative paths."""
     if storage and "://" in storage:
@@ -116,6 +165,17 @@ class WithConstants:
         return {**(self.space(trial) or {}), **self.constants}
 
 
+class _DropTuneAdvice(logging.Filter):
+    """Tune's own end-of-run advice that orch says better: how to resume (``Tuner.restore``
+    in Python; orch prints the ``orch search --resume`` command) and "Trials did not
+    complete" for failed trials (the summary and ``orch best`` list them with reasons)."""
+
+    DROPPED = ("Experiment has been interrupted", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.DROPPED)
+
+
 @contextlib.contextmanager
 def quiet_driver(live: bool):
     """Ray's own reporting off, so the live table is the only view of the search.
@@ -129,10 +189,13 @@ def quiet_driver(live: bool):
     level = tune_logger.level
     if live:
         tune_logger.setLevel(logging.WARNING)
+    advice, drop = logging.getLogger("ray.tune.tune"), _DropTuneAdvice()
+    advice.addFilter(drop)
     try:
         yield
     finally:
         tune_logger.setLevel(level)
+        advice.removeFilter(drop)
 
 
 def _trial_dirname(trial) -> str:
@@ -184,9 +247,98 @@ def run_search(
     Ray is started (or joined, with ``settings.address``) if it is not running. The MLflow
     parent run is opened before the first trial, and closed FINISHED when the search ends,
     or FAILED/KILLED (with every open trial run) when ``fit`` raises or is interrupted.
+    Ctrl-C or SIGTERM raise SearchInterrupted once Tune has saved the experiment state;
+    ``settings.resume`` continues such a search (or one whose driver was killed).
     """
     settings.check()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "new study created" and such
+    if settings.resume:
+        tuner, searcher, recorder, table = _restore(trainable, settings, console, callbacks)
+    else:
+        tuner, searcher, recorder, table = _new_tuner(trainable, settings, console, callbacks)
+    try:
+        with quiet_driver(settings.live), sigterm_as_interrupt():
+            results = tuner.fit()
+    except KeyboardInterrupt:
+        recorder.close("KILLED")
+        raise SearchInterrupted(settings.name) from None
+    except BaseException:
+        recorder.close("FAILED")
+        raise
+    finally:
+        if table is not None:
+            table.stop()
+    if recorder.interrupted:
+        raise SearchInterrupted(settings.name)
+    trim_checkpoints(results)
+    return SearchResult(
+        name=settings.name,
+        metric=recorder.metric,
+        mode=recorder.mode,
+        results=results,
+        study=searcher.study,
+        parent_run_id=recorder.parent_run_id,
+        experiment_path=results.experiment_path,
+        pruned=set(searcher.pruned_trials),
+    )
+
+
+def trim_checkpoints(results) -> int:
+    """Delete each ended trial's latest checkpoint when it is not among its best ones.
+
+    Tune keeps the ``num_to_keep`` best checkpoints of a trial *and* its latest (to resume
+    from), so a trial whose last epoch was not among its best ends with one checkpoint more
+    than asked. Once the search has ended nothing resumes from it. Returns how many went."""
+    trimmed = 0
+    for result in results:
+        latest, best = result.checkpoint, result.best_checkpoints
+        if latest is None or best is None or latest.path in {c.path for c, _ in best}:
+            continue
+        try:
+            latest.filesystem.delete_dir(latest.path)
+            trimmed += 1
+        except OSError as error:  # a leftover checkpoint is no reason to fail a search
+            logging.getLogger(__name__).warning("could not delete %s: %s", latest.path, error)
+    return trimmed
+
+
+def _restore(trainable, settings: SearchSettings, console, callbacks):
+    """The Tuner of a saved search, and its searcher, MLflow callback and live table."""
+    path = experiment_path(settings.storage_path, settings.name)
+    if not tune.Tuner.can_restore(path):
+        raise LookupError(f"no saved search {settings.name!r} under {settings.storage_path}")
+    connect_ray(settings.address)
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    tuner = tune.Tuner.restore(
+        path,
+        tune.with_resources(trainable, resources),
+        resume_unfinished=True,
+        resume_errored=False,  # a failed trial used up its retries (or ran out of memory)
+    )
+    # Tune re-creates these from tuner.pkl; the driver needs them (results, live output).
+    internal = tuner._local_tuner  # noqa: SLF001 - Tuner.restore takes no callbacks
+    run_config = internal.get_run_config()
+    searcher = internal._tune_config.search_alg  # noqa: SLF001
+    recorder = next(c for c in run_config.callbacks if isinstance(c, MlflowSearchCallback))
+    table = next((c for c in run_config.callbacks if isinstance(c, LiveTable)), None)
+    if settings.tracking_uri:  # the same store, maybe under another address now
+        recorder.tracking_uri, recorder._client = settings.tracking_uri, None
+    if table is not None:
+        if settings.live:
+            table.console = console
+        else:
+            run_config.callbacks.remove(table)
+            table = None
+    run_config.callbacks.extend(callbacks)
+    recorder.open()
+    run = recorder.client.get_run(recorder.parent_run_id)
+    resumes = int(run.data.tags.get("orch.resumes", "0")) + 1
+    recorder.client.set_tag(recorder.parent_run_id, "orch.resumes", str(resumes))
+    return tuner, searcher, recorder, table
+
+
+def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
+    """A fresh Tuner for ``settings``, its searcher, MLflow callback and live table."""
     space = build_space(settings)
     sampled, constants = describe(space)
     max_t = settings.max_t or int(constants.get("epochs", DEFAULT_EPOCHS))
@@ -207,6 +359,7 @@ def run_search(
             reduction_factor=settings.reduction_factor,
             on_prune=searcher.mark_pruned,
         )
+        searcher.keep_state_of(scheduler)  # ASHA's rungs are saved with the searcher
     else:
         scheduler = FIFOScheduler()
 
@@ -271,28 +424,7 @@ def run_search(
             failure_config=FailureConfig(max_failures=settings.max_failures),
         ),
     )
-    try:
-        with quiet_driver(settings.live):
-            results = tuner.fit()
-    except KeyboardInterrupt:
-        recorder.close("KILLED")
-        raise
-    except BaseException:
-        recorder.close("FAILED")
-        raise
-    finally:
-        if table is not None:
-            table.stop()
-    return SearchResult(
-        name=settings.name,
-        metric=settings.metric,
-        mode=settings.mode,
-        results=results,
-        study=searcher.study,
-        parent_run_id=recorder.parent_run_id,
-        experiment_path=results.experiment_path,
-        pruned=set(searcher.pruned_trials),
-    )
+    return tuner, searcher, recorder, table
 
 
 # Settings worth seeing on the parent run beside dataset/space/sampler/scheduler/command.

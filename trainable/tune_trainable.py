@@ -2,6 +2,8 @@
 
 ``run_trial`` is a plain function (tests call it without Ray); ``train_trial`` adapts it to
 Ray: it resumes from ``tune.get_checkpoint()`` and reports once per epoch with a checkpoint.
+Running out of memory (CUDA or CPU) raises ``TrialOutOfMemory`` naming the cause and the
+config; Ray's retries of such a trial fail at once (``OOM_MARKER``) rather than train again.
 """
 
 from __future__ import annotations
@@ -43,12 +45,63 @@ def cap_gpu_memory(budget_gb: float | None) -> float | None:
     return fraction
 
 
+class TrialOutOfMemory(RuntimeError):
+    """The trial ran out of memory (GPU or CPU). Its message names the cause and the config:
+    the same config would run out again, so a retry only repeats the failure."""
+
+
+OOM_MARKER = "out_of_memory.txt"
+"""Written in the trial's folder when it runs out of memory; a retry finds it and fails at
+once instead of training up to the same point again (Ray retries every error alike)."""
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """``"CUDA: ..."`` / ``"CPU: ..."`` when ``error`` means memory ran out, else None.
+
+    CUDA raises ``torch.OutOfMemoryError``; torch's CPU allocator raises a RuntimeError
+    ("DefaultCPUAllocator: can't allocate memory"); Python raises MemoryError."""
+    text = " ".join(str(error).split())[:300]
+    if isinstance(error, torch.OutOfMemoryError):
+        return f"CUDA: {text}"
+    if isinstance(error, MemoryError):
+        return f"CPU: MemoryError {text}".strip()
+    if isinstance(error, RuntimeError):
+        lower = text.lower()
+        if "can't allocate memory" in lower or "cannot allocate memory" in lower:
+            return f"CPU: {text.split('. ', 1)[-1] if 'enforce fail' in text else text}"
+        if "out of memory" in lower:
+            return f"{'CUDA' if 'cuda' in lower else 'device'}: {text}"
+    return None
+
+
+def config_text(config: dict) -> str:
+    """The model and training settings of a trial, ``k=v`` sorted (no paths)."""
+    keys = sorted(k for k in config if k in MODEL_KEYS or k in TRAIN_KEYS)
+    return ", ".join(f"{k}={config[k]}" for k in keys)
+
+
 def run_trial(
     config: dict,
     report: Callable[[dict, Path], None],
     resume_from: Path | None = None,
 ) -> dict:
-    """Train with ``config``; after each epoch call ``report(metrics, checkpoint_dir)``."""
+    """Train with ``config``; after each epoch call ``report(metrics, checkpoint_dir)``.
+
+    Running out of memory raises TrialOutOfMemory naming the cause and the config."""
+    try:
+        return _run_trial(config, report, resume_from)
+    except (MemoryError, RuntimeError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        reason = out_of_memory(error)
+        if reason is None:
+            raise
+    # Raised outside the except block, so the traceback (and the tensors its frames hold)
+    # is released before the trial reports its failure.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    raise TrialOutOfMemory(f"out of memory ({reason}) with config {config_text(config)}")
+
+
+def _run_trial(config: dict, report: Callable[[dict, Path], None], resume_from: Path | None):
     model_cfg, train_cfg, run = split_config(config)
     cap_gpu_memory(run.get("gpu_memory_gb"))
     cache = Path(run["cache_dir"]) if run.get("cache_dir") else None
@@ -88,11 +141,19 @@ def train_trial(config: dict) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
         tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        run_trial(config, report)
-        return
-    with tempfile.TemporaryDirectory(prefix="orch-resume-") as local:
-        with checkpoint.as_directory() as folder:
-            shutil.copytree(folder, Path(local) / "checkpoint")  # folder may vanish after this
-        run_trial(config, report, resume_from=Path(local) / "checkpoint")
+    marker = Path(tune.get_context().get_trial_dir()) / OOM_MARKER
+    if marker.is_file():  # a retry of a trial that ran out of memory: it would again
+        raise TrialOutOfMemory(marker.read_text())
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            run_trial(config, report)
+            return
+        with tempfile.TemporaryDirectory(prefix="orch-resume-") as local:
+            with checkpoint.as_directory() as folder:
+                shutil.copytree(folder, Path(local) / "checkpoint")  # folder may vanish after
+            run_trial(config, report, resume_from=Path(local) / "checkpoint")
+    except TrialOutOfMemory as error:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(error))
+        raise

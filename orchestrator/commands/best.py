@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.errors import fail
@@ -24,7 +25,7 @@ def best(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show the best trial: config, dev and test scores, checkpoint, command to reproduce."""
-    from orchestrator.best import NoSearchError, best_trial
+    from orchestrator.best import NoSearchError, best_trial, failure_summary
     from orchestrator.tracking import check_tracking_uri
 
     try:  # a dead server: one line in seconds, not minutes of MLflow's retries
@@ -63,5 +64,13 @@ def best(
     console.print(config)
     console.print(f"checkpoint: {found.checkpoint or 'not logged'}")
     console.print(f"MLflow run: {found.run_id} (parent {found.parent_run_id})")
+    if found.failed:
+        console.print(f"[yellow]{escape(failure_summary(found.failed))}[/]", highlight=False)
+        for failure in found.failed[:10]:
+            console.print(
+                f"  {failure['trial_id']}: {failure['reason']}", highlight=False, markup=False
+            )
+        if len(found.failed) > 10:
+            console.print(f"  ... {len(found.failed) - 10} more (orch.failure tags in MLflow)")
     console.print("reproduce:")
     console.print(found.command, soft_wrap=True, highlight=False, markup=False)

@@ -114,7 +114,8 @@ def cpu_warning(console: Console, splits, constants: dict, epochs: int) -> None:
 
 
 def search(
-    dataset: str = typer.Option(..., help="meld, iemocap, avec or synthetic."),
+    ctx: typer.Context,
+    dataset: str | None = typer.Option(None, help="meld, iemocap, avec or synthetic."),
     trials: int = typer.Option(40, help="Number of trials (configs) to run."),
     space: str | None = typer.Option(
         None,
@@ -149,8 +150,19 @@ def search(
     data_dir: Path | None = typer.Option(None, help="Folder with the dataset's files."),
     max_dialogues: int | None = typer.Option(None, help="Dialogues per split (subset)."),
     json_out: bool = typer.Option(False, "--json", help="Print the best trial as one JSON line."),
+    resume: str | None = typer.Option(
+        None,
+        help="Continue search NAME (or 'latest') where it stopped (Ctrl-C, SIGTERM, a killed "
+        "driver), with its own settings; only --storage, --tracking-uri and --address may be "
+        "given.",
+        show_default=False,
+    ),
 ) -> None:
     """Search DialogueTRM hyperparameters with Ray Tune, Optuna and ASHA; track it in MLflow."""
+    if resume is not None:
+        return _resume(ctx, resume, storage, tracking_uri, address, json_out)
+    if dataset is None:
+        raise fail("--dataset is required (or --resume NAME to continue a search)", USAGE)
     from orchestrator.optuna_pruning import SAMPLERS
     from orchestrator.tuner import SCHEDULERS, SearchSettings, resolve_storage
     from search_spaces import PRESETS
@@ -205,6 +217,7 @@ def search(
         raise fail(str(error), USAGE) from None
     except ConnectionError as error:
         raise fail(str(error)) from None
+    name = _new_name(name, dataset, tracking_uri, storage_path)
     try:
         connect_ray(address)
     except Exception as error:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
@@ -249,18 +262,140 @@ def search(
         # 2.15 s -> 0.36 s of overhead per trial with reuse); train_trial keeps no state.
         reuse_actors=True,
     )
-    from orchestrator.tuner import run_search
     from trainable.tune_trainable import train_trial
 
+    _run(train_trial, settings, err, json_out)
+
+
+def _run(trainable, settings, console: Console, json_out: bool) -> None:
+    """Run (or resume) the search; on Ctrl-C or SIGTERM say how to resume it, exit 130."""
+    from orchestrator.resume import resume_command
+    from orchestrator.tuner import run_search
+
     try:
-        result = run_search(train_trial, settings, console=err)
+        result = run_search(trainable, settings, console=console)
     except KeyboardInterrupt:
-        raise fail(f"search {settings.name} interrupted; its MLflow runs are closed", 130) from None
+        again = resume_command(settings.name, settings.tracking_uri, settings.address)
+        error = fail(f"search {settings.name} interrupted; its MLflow runs are closed", 130)
+        print(f"resume with: {again}", file=sys.stderr)
+        raise error from None
     _report(result, settings, json_out)
 
 
+def _new_name(name: str | None, dataset: str, tracking_uri: str | None, storage: str) -> str:
+    """``--name``, unless a search of that name exists (MLflow, or Tune's folder in
+    ``storage``): then an error, nothing created. Without ``--name``: ``dataset-time``."""
+    from ray.tune import Tuner
+
+    from orchestrator.resume import fresh_name, search_exists
+    from orchestrator.tuner import experiment_path
+
+    def taken(candidate: str) -> bool:
+        return search_exists(tracking_uri, candidate) or Tuner.can_restore(
+            experiment_path(storage, candidate)
+        )
+
+    if name is None:
+        return fresh_name(dataset, taken)
+    if search_exists(tracking_uri, name):
+        raise fail(
+            f"a search named {name} exists; resume it with --resume {name} or pick another --name",
+            USAGE,
+        )
+    if Tuner.can_restore(experiment_path(storage, name)):
+        raise fail(
+            f"--storage {storage} already holds a search named {name}; resume it with "
+            f"--resume {name} or pick another --name",
+            USAGE,
+        )
+    return name
+
+
+# What shapes a search: fixed when it starts, so --resume takes none of them.
+FIXED_ON_RESUME = (
+    "dataset", "trials", "space", "quick", "sampler", "seed", "scheduler", "metric", "epochs",
+    "gpu_memory_gb", "cpus_per_trial", "max_concurrent", "max_failures", "name", "data_dir",
+    "max_dialogues",
+)  # fmt: skip
+
+
+def _resume(ctx, wanted: str, storage, tracking_uri, address, json_out: bool) -> None:
+    """``orch search --resume NAME|latest``: continue a stopped search where it stopped."""
+    from ray.tune import Tuner
+
+    from orchestrator.best import NoSearchError
+    from orchestrator.resources import check_ray_address, connect_ray
+    from orchestrator.resume import find_parent, live_driver, search_name
+    from orchestrator.tracking import check_tracking_uri
+    from orchestrator.tuner import SearchSettings, experiment_path, resolve_storage
+
+    given = []
+    for key in FIXED_ON_RESUME:
+        source = ctx.get_parameter_source(key)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append("--" + key.replace("_", "-"))
+    try:  # dead services fail in seconds
+        check_tracking_uri(tracking_uri)
+        check_ray_address(address)
+    except ValueError as error:
+        raise fail(str(error), USAGE) from None
+    except ConnectionError as error:
+        raise fail(str(error)) from None
+    try:
+        parent = find_parent(tracking_uri, wanted)
+    except NoSearchError as error:
+        raise fail(f"--resume {wanted}: {error}", USAGE) from None
+    name, params = search_name(parent), parent.data.params
+    if given:
+        raise fail(
+            f"--resume {wanted} continues search {name} with the settings it started with; "
+            f"drop {', '.join(given)}",
+            USAGE,
+        )
+    if parent.info.status == "FINISHED":
+        print(f"search {name} finished already; details: orch best --name {name}", file=sys.stderr)
+        if json_out:
+            from orchestrator.best import best_trial
+
+            try:
+                print(json.dumps(best_trial(tracking_uri, name=name).to_dict()))
+            except NoSearchError as error:
+                raise fail(str(error)) from None
+        return
+    pid = live_driver(parent)
+    if pid is not None:
+        raise fail(f"search {name} is still running (driver pid {pid}); stop it first", USAGE)
+    storage_path = resolve_storage(storage) if storage else params.get("storage_path")
+    if not storage_path or not Tuner.can_restore(experiment_path(storage_path, name)):
+        raise fail(
+            f"search {name}: no saved state under {storage_path} (Tune's folder {name} moved? "
+            "pass --storage WHERE)"
+        )
+    try:
+        connect_ray(address)
+    except Exception as error:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise fail(f"--address {address}: cannot join the Ray cluster: {first}") from None
+    settings = SearchSettings(
+        name=name,
+        storage_path=storage_path,
+        tracking_uri=tracking_uri,
+        address=address,
+        metric=params.get("metric", "dev_weighted_f1"),
+        mode=params.get("mode", "max"),
+        num_samples=int(params.get("num_samples", 1)),
+        cpus_per_trial=float(params.get("cpus_per_trial", 1.0)),
+        gpus_per_trial=float(params.get("gpus_per_trial", 0.0)),
+        dataset=params.get("dataset"),
+        resume=True,
+    )
+    from trainable.tune_trainable import train_trial
+
+    _run(train_trial, settings, Console(stderr=True), json_out)
+
+
 def _report(result, settings, json_out: bool) -> None:
-    from orchestrator.best import NoSearchError, best_trial
+    from orchestrator.best import NoSearchError, best_trial, failure_summary
 
     out = Console(stderr=json_out)
     states = {}
@@ -277,6 +412,8 @@ def _report(result, settings, json_out: bool) -> None:
         best = best_trial(settings.tracking_uri, name=settings.name)
     except NoSearchError as error:
         raise fail(str(error)) from None
+    if best.failed:
+        out.print(failure_summary(best.failed), highlight=False, markup=False)
     out.print(
         f"best trial {best.trial_id}: {best.metric} {best.value:.4g} at epoch {best.epoch}\n"
         f"details: orch best --name {settings.name}"

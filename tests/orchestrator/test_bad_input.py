@@ -261,9 +261,19 @@ TABLE = {
         USAGE,
         ("--name", "taken", "--resume"),
     ),
-    "resume-unknown": Row(
-        search("--dataset", "synthetic", "--name", "ghost", "--resume"), USAGE, ("ghost",)
+    "resume-unknown": Row(search("--resume", "ghost"), USAGE, ("--resume", "ghost")),
+    "resume-unknown-in-store": Row(
+        seeded("search", "--resume", "ghost"),
+        USAGE,
+        ("ghost", "taken"),  # names what exists
     ),
+    "resume-latest-no-search": Row(search("--resume", "latest"), USAGE, ("--resume", "no search")),
+    "resume-with-search-options": Row(
+        seeded("search", "--resume", "taken", "--trials", "5", "--seed", "3"),
+        USAGE,
+        ("--trials", "--seed", "taken"),
+    ),
+    "no-dataset": Row(search("--trials", "3"), USAGE, ("--dataset", "--resume")),
     # --- orch best ---------------------------------------------------------------------------
     "best-no-search": Row(lambda tmp: ["best"], RUNTIME, ("no search",), storage=False),
     "best-unknown-name": Row(
@@ -306,7 +316,7 @@ TABLE = {
 }
 
 # Rows whose checks other work adds; xfail (not strict) until it lands.
-PENDING = {"name-exists", "resume-unknown"}
+PENDING: set[str] = set()
 
 
 @pytest.fixture
