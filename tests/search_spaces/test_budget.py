@@ -57,3 +57,18 @@ def test_bad_inputs():
         largest_k(0, PAPER)
     with pytest.raises(ValueError, match="k must be"):
         estimate_gb(-1, PAPER)
+
+
+def test_memory_profile_defaults_are_the_model_and_train_defaults():
+    # MemoryProfile restates a subset of the config defaults; keep them from drifting apart.
+    from dataclasses import fields
+
+    from search_spaces.budget import MemoryProfile
+    from trainable.config import DialogueTRMConfig
+    from trainable.engine import TrainConfig
+
+    model, train = DialogueTRMConfig(), TrainConfig()
+    for f in fields(MemoryProfile):
+        source = model if hasattr(model, f.name) else train
+        if hasattr(source, f.name):
+            assert getattr(MemoryProfile(), f.name) == getattr(source, f.name), f.name
