@@ -5,11 +5,11 @@ Pure: nothing here imports Ray or MLflow, and a space only samples and returns c
 
 from search_spaces.budget import MemoryProfile, estimate_gb, largest_k
 from search_spaces.custom import space_from_dict, space_from_ranges
-from search_spaces.presets import PRESETS, Preset
-from search_spaces.spaces import SPACES, bounded, describe, get_space, paper, quick, sample
+from search_spaces.presets import SEARCH_PRESETS, Preset, search_preset
+from search_spaces.spaces import SPACES, bounded, describe, get_space, paper, quick
 
 __all__ = [
-    "PRESETS",
+    "SEARCH_PRESETS",
     "SPACES",
     "MemoryProfile",
     "Preset",
@@ -20,7 +20,7 @@ __all__ = [
     "largest_k",
     "paper",
     "quick",
-    "sample",
+    "search_preset",
     "space_from_dict",
     "space_from_ranges",
 ]

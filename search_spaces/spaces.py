@@ -135,12 +135,6 @@ def space_name(space: Space) -> str:
     return getattr(space, "__name__", repr(space))
 
 
-def sample(space: Space, trial: optuna.Trial) -> dict:
-    """The flat config one trial gets: its sampled values and the space's constants."""
-    constants = space(trial) or {}
-    return {**trial.params, **constants}
-
-
 def describe(space: Space, seed: int = 0) -> tuple[list[str], dict]:
     """Names the space samples and the constants it returns, from one throwaway trial."""
     verbosity = optuna.logging.get_verbosity()

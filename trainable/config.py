@@ -1,19 +1,25 @@
-"""DialogueTRM configuration: every field carries the paper's default (Section 5.2)."""
+"""DialogueTRM configuration: every field carries the paper's default (Section 5.2).
+
+Fields that change the tokenized encoder inputs carry ``metadata={SHAPES_FEATURES: True}``;
+the feature cache is keyed by exactly those (``feature_fields``), so marking a new such field
+here is all it takes to keep the cache correct (tests/trainable/test_features.py checks it).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
-from trainable.context import CONTEXT_MODES
+from dataclasses import asdict, dataclass, field, fields
 
 FUSIONS = ("mgif", "mgif-no-representation", "mgif-no-prototype", "additive", "concat", "max")
 TASKS = ("categorical", "dimensional")
 PRECISIONS = ("fp32", "bf16", "fp16")
+CONTEXT_MODES = ("dependent", "free")  # Table 4: context-dependent (eq 3) or -free (eq 6)
+SHAPES_FEATURES = "shapes_features"
+_SHAPES = {SHAPES_FEATURES: True}  # metadata of a field that changes the tokenized inputs
 
 
 @dataclass
 class DialogueTRMConfig:
-    encoder: str = "bert-base-uncased"
+    encoder: str = field(default="bert-base-uncased", metadata=_SHAPES)
     """Utterance encoder (eq 1): a Hugging Face id, a local model folder, or ``tiny`` (a small
     random-init BERT with a WordPiece vocabulary trained on the dataset's text, for CPU runs)."""
     hidden_size: int = 768
@@ -31,10 +37,10 @@ class DialogueTRMConfig:
     """Feed-forward width of every Transformer layer (paper: PyTorch's default, 2048)."""
     dropout: float = 0.1
     """Dropout in the Transformers and the discriminator (paper: PyTorch's default, 0.1)."""
-    k: int = 14
+    k: int = field(default=14, metadata=_SHAPES)
     """Context window K (Section 3): turns i-K..i-1 form the context of turn i. The paper's
     11 GB GPU afforded K <= 14."""
-    max_length: int = 256
+    max_length: int = field(default=256, metadata=_SHAPES)
     """Token budget of one encoder input ``[CLS] utterance [SEP] indi-context [SEP]``; the
     oldest context tokens are dropped first, never the utterance."""
     audio_dim: int = 0
@@ -50,7 +56,7 @@ class DialogueTRMConfig:
     fusion: str = "mgif"
     """Inter-modal fusion (Table 5): mgif, mgif-no-representation (concat the gated vectors),
     mgif-no-prototype (Transformer over ungated r's), additive, concat or max."""
-    text_context: str = "dependent"
+    text_context: str = field(default="dependent", metadata=_SHAPES)
     """Utterance context mode (Table 4): ``dependent`` (indi-context in BERT, mask eq 3) or
     ``free`` (utterance alone, diagonal mask eq 6)."""
     audio_context: str = "free"
@@ -59,9 +65,9 @@ class DialogueTRMConfig:
     """Visual context mode (Table 4; paper: free, mask eq 6)."""
     intra_transformer: bool = True
     """Table 3 ablation: False removes the intra-modal Transformers (r = projected f)."""
-    segment_embedding: bool = True
+    segment_embedding: bool = field(default=True, metadata=_SHAPES)
     """Table 3 ablation: False gives the context tokens segment id 0 like the utterance."""
-    sep_tokens: bool = True
+    sep_tokens: bool = field(default=True, metadata=_SHAPES)
     """Table 3 ablation: False drops the [SEP] tokens around the indi-context."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (encoder and Transformers) to save memory."""
@@ -71,7 +77,7 @@ class DialogueTRMConfig:
     """Turns per chunk for exact windowed encoding (0: whole dialogue at once)."""
     tiny_layers: int = 2
     """Layers of the ``tiny`` random-init BERT encoder."""
-    tiny_vocab_size: int = 4000
+    tiny_vocab_size: int = field(default=4000, metadata=_SHAPES)
     """WordPiece vocabulary size trained for the ``tiny`` encoder."""
 
     def __post_init__(self) -> None:
@@ -135,3 +141,45 @@ class DialogueTRMConfig:
         if unknown:
             raise ValueError(f"unknown DialogueTRMConfig field(s): {', '.join(unknown)}")
         return cls(**values)
+
+
+def feature_fields() -> tuple[str, ...]:
+    """Names of the fields that shape the tokenized features (the feature cache's key)."""
+    return tuple(f.name for f in fields(DialogueTRMConfig) if f.metadata.get(SHAPES_FEATURES))
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 6e-6
+    """Peak learning rate of AdamW (paper: 6e-6)."""
+    warmup_steps: int = 1200
+    """Linear warmup steps before the linear decay to zero (paper: 1,200)."""
+    epochs: int = 10
+    """Passes over the training dialogues."""
+    batch_size: int = 4
+    """Dialogues per optimizer step (each turn of each dialogue is one encoder input)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (paper: 0.01), not applied to biases, norms and e_CLS."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0 disables)."""
+    seed: int = 0
+    """Seed of initialisation, dropout and batch order."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -11,7 +11,7 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-CONTEXT_MODES = ("dependent", "free")
+from trainable.config import CONTEXT_MODES
 
 
 def _check(n: int, i: int, k: int) -> None:

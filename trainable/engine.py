@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,45 +17,9 @@ import torch
 
 from trainable.batching import collate, model_inputs
 from trainable.checkpoint import load_tensors, read_json, save_checkpoint
+from trainable.config import TrainConfig
 from trainable.metrics import categorical_metrics, dimensional_metrics, primary_metric
 from trainable.model import DialogueTRM
-
-
-@dataclass
-class TrainConfig:
-    lr: float = 6e-6
-    """Peak learning rate of AdamW (paper: 6e-6)."""
-    warmup_steps: int = 1200
-    """Linear warmup steps before the linear decay to zero (paper: 1,200)."""
-    epochs: int = 10
-    """Passes over the training dialogues."""
-    batch_size: int = 4
-    """Dialogues per optimizer step (each turn of each dialogue is one encoder input)."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (paper: 0.01), not applied to biases, norms and e_CLS."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping by global norm (0 disables)."""
-    seed: int = 0
-    """Seed of initialisation, dropout and batch order."""
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def resolve_device(name: str) -> torch.device:

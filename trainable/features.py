@@ -1,33 +1,31 @@
 """Tokenized features of a dataset, cached as Arrow with Hugging Face ``datasets``.
 
-The cache key covers everything that changes the encoder inputs: the dialogues' content, the
-encoder (and the tiny encoder's vocabulary size), K, max length and the input ablations. A tiny
-encoder's trained tokenizer is stored beside the features so a cached run reuses the exact
-vocabulary.
+The cache key covers everything that changes the encoder inputs: the dialogues' content and the
+config fields marked ``shapes_features`` in ``trainable.config`` (the encoder, the tiny
+encoder's vocabulary size, K, max length and the input ablations). A tiny encoder's trained
+tokenizer is stored beside the features so a cached run reuses the exact vocabulary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainable.config import DialogueTRMConfig
+from trainable.config import DialogueTRMConfig, feature_fields
 from trainable.data_types import DatasetSplits, Dialogue
+from trainable.datasets.locate import cache_root
 from trainable.encoder import InputBuilder, encoder_has_segments, load_tokenizer
 
 FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("ORCH_CACHE_DIR"):
-        return Path(os.environ["ORCH_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "orch"
+    """Root of the feature cache: orch's user cache, shared with the dataset downloads."""
+    return cache_root()
 
 
 def content_hash(splits: DatasetSplits) -> str:
@@ -43,18 +41,12 @@ def content_hash(splits: DatasetSplits) -> str:
 
 
 def feature_key(splits: DatasetSplits, config: DialogueTRMConfig) -> str:
-    fields = {
-        "version": FORMAT_VERSION,
-        "data": content_hash(splits),
-        "encoder": config.encoder,
-        "tiny_vocab_size": config.tiny_vocab_size if config.encoder == "tiny" else None,
-        "k": config.k,
-        "max_length": config.max_length,
-        "text_context": config.text_context,
-        "segment_embedding": config.segment_embedding,
-        "sep_tokens": config.sep_tokens,
-    }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+    """Cache key: the data's digest and every config field that shapes the features."""
+    values = {name: getattr(config, name) for name in feature_fields()}
+    if config.encoder != "tiny":
+        values["tiny_vocab_size"] = None  # only the tiny encoder trains a vocabulary
+    values |= {"version": FORMAT_VERSION, "data": content_hash(splits)}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:20]
 
 
 @dataclass
@@ -98,9 +90,10 @@ def encode_splits(
 ) -> EncodedSplits:
     """Encode every split (eq 1 inputs), reading from or writing to the Arrow cache.
 
-    With ``tokenizer`` (a checkpoint's own), the splits are encoded with it in memory: a tiny
-    encoder's WordPiece training is not deterministic across runs (tie order), so a trained
-    model must always read inputs made with the vocabulary it was trained on.
+    With ``tokenizer`` (a checkpoint's own), the splits are encoded with it in memory. A tiny
+    encoder's vocabulary is built from the training texts it saw (so it depends on the data
+    and on ``--max-dialogues``); a trained model must read inputs made with its own vocabulary,
+    not one rebuilt from whatever texts are loaded now.
     """
     import datasets
 

@@ -3,6 +3,7 @@
 Categorical (MELD, IEMOCAP): weighted F1 (the paper's headline number), weighted accuracy
 (class-frequency-weighted mean recall, which equals plain accuracy), macro F1 and per-class F1.
 Dimensional (AVEC): Pearson r and mean squared error per dimension.
+Which way is better for a metric name (for searches and schedulers): ``metric_mode``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score, recall_score
+
+# Name parts that mark a metric where lower is better: losses and errors.
+LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error")
 
 
 def categorical_metrics(
     labels: Sequence[int], preds: Sequence[int], label_names: Sequence[str]
 ) -> dict[str, float]:
+    from sklearn.metrics import f1_score, recall_score  # here: search_spaces imports this module
+
     y, p = np.asarray(labels), np.asarray(preds)
     if y.size == 0:
         raise ValueError("no labelled turns to evaluate")
@@ -58,3 +63,16 @@ def dimensional_metrics(
 def primary_metric(task: str) -> str:
     """The metric model selection uses: weighted F1 (CE) or mean Pearson r (DE)."""
     return "weighted_f1" if task == "categorical" else "mean_pearson"
+
+
+def metric_mode(metric: str) -> str:
+    """``"min"`` for losses and errors, ``"max"`` for everything else.
+
+    The one place that decides the direction of a reported metric (``dev_mse``, ``train_loss``,
+    ``test_mae_valence`` are minimised; ``dev_weighted_f1``, ``dev_accuracy``,
+    ``dev_mean_pearson`` maximised), so a search preset, a ``--metric`` override and the
+    scheduler cannot disagree. Matching is on the lower-cased name, so prefixes such as
+    ``dev_`` and per-dimension suffixes do not matter.
+    """
+    name = metric.lower()
+    return "min" if any(part in name for part in LOWER_IS_BETTER) else "max"

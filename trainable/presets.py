@@ -1,12 +1,12 @@
 """Named starting points for `orch train`: the paper's recipe, and a tiny one for CPUs.
 
 A preset is a set of overrides of DialogueTRMConfig and TrainConfig fields; options given on
-the command line override the preset.
+the command line override the preset. (Search presets, per dataset: ``search_spaces.presets``.)
 """
 
 from __future__ import annotations
 
-PRESETS: dict[str, dict] = {
+TRAIN_PRESETS: dict[str, dict] = {
     # Section 5.2 as is: every field at its dataclass default.
     "paper": {},
     # Random-init tiny BERT: small widths, and a learning rate/warmup that suit training from

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import fields
 
 import optuna
 import pytest
 
-from search_spaces import PRESETS, SPACES, bounded, describe, get_space, sample
+from search_spaces import SEARCH_PRESETS, SPACES, bounded, describe, get_space, search_preset
 from search_spaces.custom import Float, Int, space_from_dict, space_from_ranges
 from trainable.config import DialogueTRMConfig
+from trainable.datasets import DATASETS
 
 TRAIN_KEYS = {"lr", "warmup_steps", "epochs", "batch_size", "weight_decay", "max_grad_norm", "seed"}
 RUN_KEYS = {"dataset", "data_dir", "max_dialogues"}
@@ -27,7 +29,8 @@ def draw(space, n=20, seed=0, sampler=None):
     configs = []
     for _ in range(n):
         trial = study.ask()
-        config = sample(space, trial)
+        constants = space(trial) or {}
+        config = {**trial.params, **constants}  # the flat config a trial gets
         study.tell(trial, float(len(configs) % 3))
         configs.append(config)
     return configs
@@ -78,12 +81,19 @@ def test_seeded_sampler_is_deterministic(name):
 
 
 def test_presets_refer_to_existing_spaces():
-    assert set(PRESETS) == {"meld", "iemocap", "avec", "synthetic"}
-    for preset in PRESETS.values():
+    assert set(SEARCH_PRESETS) == set(DATASETS) == {"meld", "iemocap", "avec", "synthetic"}
+    for preset in SEARCH_PRESETS.values():
         assert preset.space in SPACES
-        assert preset.mode in ("max", "min")
-    assert PRESETS["meld"].metric == "dev_weighted_f1"
-    assert PRESETS["avec"].metric == "dev_mean_pearson"
+        assert preset.mode == "max"  # F1 and Pearson r: higher is better
+    assert search_preset("meld").metric == search_preset("iemocap").metric == "dev_weighted_f1"
+    assert search_preset("avec").metric == "dev_mean_pearson"
+    assert search_preset("synthetic").space == "quick" and search_preset("meld").space == "paper"
+
+
+def test_unknown_dataset_preset_names_the_choices():
+    message = "--dataset 'imdb' is unknown; expected one of meld, iemocap, avec, synthetic"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        search_preset("imdb")
 
 
 def test_describe_separates_sampled_and_constants():
@@ -153,10 +163,13 @@ def test_unknown_space_names_the_choices():
     assert get_space("search_spaces.spaces:quick") is SPACES["quick"]
 
 
-def test_search_spaces_import_neither_ray_nor_mlflow():
+def test_search_spaces_import_nothing_heavy():
+    # The CLI imports search_spaces for --help and validation; the presets read trainable's
+    # registry and metric_mode, which must not drag in torch or the data libraries.
     import subprocess
     import sys
 
-    code = "import sys, search_spaces; print(sorted({'ray', 'mlflow'} & set(sys.modules)))"
+    heavy = {"ray", "mlflow", "torch", "transformers", "datasets", "pandas", "sklearn"}
+    code = f"import sys, search_spaces; print(sorted({heavy!r} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -93,7 +93,8 @@ def one_line_error(folder, **kwargs) -> str:
 
 
 def test_dataset_names_and_unknown_name():
-    assert DATASETS == ("meld", "iemocap", "avec", "synthetic")
+    assert list(DATASETS) == ["meld", "iemocap", "avec", "synthetic"]
+    assert "meld" in DATASETS and "imdb" not in DATASETS
     with pytest.raises(DataError, match="expected one of meld, iemocap, avec, synthetic"):
         load_dataset("imdb")
     assert issubclass(DataError, ValueError)

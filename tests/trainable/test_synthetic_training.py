@@ -4,10 +4,12 @@ import pytest
 
 from trainable.config import DialogueTRMConfig
 from trainable.engine import TrainConfig
-from trainable.presets import PRESETS
+from trainable.presets import TRAIN_PRESETS
 from trainable.run import prepare
 
-TINY = {k: v for k, v in PRESETS["tiny"].items() if k in DialogueTRMConfig.__dataclass_fields__}
+TINY = {
+    k: v for k, v in TRAIN_PRESETS["tiny"].items() if k in DialogueTRMConfig.__dataclass_fields__
+}
 
 
 def train_text_only(tmp_path, **overrides):

@@ -5,8 +5,9 @@
 - ``iemocap``, ``avec``: conv-emotion's feature pickles (text + audio + visual).
 - ``synthetic``: generated, deterministic, for offline demos and smoke runs.
 
-Where the files are looked for: ``trainable.datasets.locate``. Every bad-data case raises
-``DataError`` with one line naming the file and the row or key; the CLI prints it as is.
+The table of datasets (loader, files, metric, ...) is ``trainable.datasets.registry``. Where the
+files are looked for: ``trainable.datasets.locate``. Every bad-data case raises ``DataError``
+with one line naming the file and the row or key; the CLI prints it as is.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from pathlib import Path
 from trainable.data_types import DatasetSplits
 from trainable.datasets.common import DataError
 from trainable.datasets.locate import find_data_dir
+from trainable.datasets.registry import DATASETS, LABEL_KINDS, DatasetSpec, dataset_help
 
-DATASETS = ("meld", "iemocap", "avec", "synthetic")
-LABEL_KINDS = ("emotion", "sentiment")
-
-__all__ = ["DATASETS", "DataError", "find_data_dir", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "LABEL_KINDS",
+    "DataError",
+    "DatasetSpec",
+    "dataset_help",
+    "find_data_dir",
+    "load_dataset",
+]
 
 
 def _check_options(name: str, max_dialogues, label: str, size: float) -> None:
@@ -30,12 +37,15 @@ def _check_options(name: str, max_dialogues, label: str, size: float) -> None:
         isinstance(max_dialogues, bool) or not isinstance(max_dialogues, int) or max_dialogues < 1
     ):
         raise DataError(f"max_dialogues must be an integer >= 1, got {max_dialogues!r}")
+    spec = DATASETS[name]
     if label not in LABEL_KINDS:
         raise DataError(f"label must be one of {', '.join(LABEL_KINDS)}, got {label!r}")
-    if label == "sentiment" and name != "meld":
-        raise DataError(f"label 'sentiment' exists only for meld, not {name}")
-    if size != 1.0 and name != "synthetic":
-        raise DataError(f"size applies to the synthetic dataset only, not {name}")
+    if label not in spec.label_kinds:
+        having = ", ".join(n for n, s in DATASETS.items() if label in s.label_kinds)
+        raise DataError(f"label {label!r} exists only for {having}, not {name}")
+    if size != 1.0 and "size" not in spec.loader_options:
+        having = ", ".join(n for n, s in DATASETS.items() if "size" in s.loader_options)
+        raise DataError(f"size applies to the {having} dataset only, not {name}")
     if not size > 0:
         raise DataError(f"size must be > 0, got {size!r}")
 
@@ -49,24 +59,18 @@ def load_dataset(
     label: str = "emotion",
     size: float = 1.0,
 ) -> DatasetSplits:
-    """Load dataset ``name`` (one of ``DATASETS``).
+    """Load dataset ``name`` (a key of ``DATASETS``).
 
     ``max_dialogues`` keeps the first N dialogues of each split (smoke runs). ``seed`` draws the
     IEMOCAP/AVEC dev split and generates the synthetic data; MELD's splits are official.
     ``size`` scales the synthetic dataset (default 600/80/80 dialogues). ``data_dir`` is ignored
-    for synthetic, which needs no files.
+    for a dataset that needs no files (synthetic).
     """
     _check_options(name, max_dialogues, label, size)
-    if name == "synthetic":
-        from trainable.datasets.synthetic import load_synthetic
-
-        return load_synthetic(seed=seed, size=size, max_dialogues=max_dialogues)
-    directory = find_data_dir(name, data_dir)
-    if name == "meld":
-        from trainable.datasets.meld import load_meld
-
-        return load_meld(directory, max_dialogues=max_dialogues, label=label)
-    from trainable.datasets.conv_emotion import load_avec, load_iemocap
-
-    loader = load_iemocap if name == "iemocap" else load_avec
-    return loader(directory, max_dialogues=max_dialogues, seed=seed)
+    spec = DATASETS[name]
+    given = {"seed": seed, "label": label, "size": size}
+    options = {k: v for k, v in given.items() if k in spec.loader_options}
+    if not spec.needs_files:
+        return spec.load_function()(max_dialogues=max_dialogues, **options)
+    directory = find_data_dir(name, data_dir)  # before the import: a missing folder fails fast
+    return spec.load_function()(directory, max_dialogues=max_dialogues, **options)

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from trainable.datasets.common import DataError, one_line
+from trainable.datasets.registry import DATASETS
 
 MELD_URL = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/{}"
 MELD_SHA256 = {
@@ -30,17 +31,6 @@ MELD_SHA256 = {
 }
 DOWNLOAD_TIMEOUT_S = 10
 MAX_DOWNLOAD_BYTES = 16 * 2**20  # the largest CSV is 1.1 MB; refuse anything absurd
-
-REQUIRED_FILES = {
-    "meld": tuple(MELD_SHA256),
-    "iemocap": ("IEMOCAP_features_raw.pkl",),
-    "avec": tuple(f"AVEC_features_{i}.pkl" for i in range(1, 5)),
-}
-WHAT_TO_GET = {
-    "meld": "the official MELD CSVs from github.com/declare-lab/MELD, data/MELD/",
-    "iemocap": "conv-emotion's IEMOCAP pickle",
-    "avec": "conv-emotion's AVEC pickles",
-}
 
 
 def cache_root() -> Path:
@@ -56,26 +46,26 @@ def offline() -> bool:
 
 
 def _where_to_put(name: str, folder: Path) -> str:
-    files = ", ".join(REQUIRED_FILES[name])
+    spec = DATASETS[name]
     return (
-        f"put {files} ({WHAT_TO_GET[name]}) in {folder}, or pass --data-dir FOLDER, "
-        f"or set ORCH_DATA_DIR to a folder that holds {name}/"
+        f"put {', '.join(spec.required_files)} ({spec.where_to_get}) in {folder}, "
+        f"or pass --data-dir FOLDER, or set ORCH_DATA_DIR to a folder that holds {name}/"
     )
 
 
 def _complete(folder: Path, name: str) -> bool:
-    return all((folder / f).is_file() for f in REQUIRED_FILES[name])
+    return all((folder / f).is_file() for f in DATASETS[name].required_files)
 
 
 def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
     """The folder holding dataset ``name``'s files (see the module docstring for the order)."""
-    if name not in REQUIRED_FILES:
-        choices = ", ".join(REQUIRED_FILES)
+    if name not in DATASETS or not DATASETS[name].needs_files:
+        choices = ", ".join(n for n, spec in DATASETS.items() if spec.needs_files)
         raise DataError(f"dataset {name!r} has no data folder; expected one of {choices}")
     if data_dir is not None:
         path = Path(data_dir).expanduser()
         if not path.is_dir():
-            files = ", ".join(REQUIRED_FILES[name])
+            files = ", ".join(DATASETS[name].required_files)
             raise DataError(
                 f"data directory {path} does not exist (--data-dir must be a folder holding {files})"
             )
