@@ -4,6 +4,10 @@ One row per trial: its sampled params, state (running / completed / pruned / fai
 restarting), epoch, last and best value of the search metric; the title carries the best so
 far. Running trials come first, then the rest best first, so the interesting rows stay on
 screen when there are more trials than ``max_rows``.
+
+The table fits an 80-column terminal, where rich would otherwise cut every column down to a
+few letters: short headers for known params (``warmup_steps`` -> ``warmup``), trial ids cut
+to what tells them apart within the search, compact numbers, one space between columns.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ray.tune import Callback
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -28,10 +33,63 @@ class Row:
     order: int = 0
 
 
+# Column headers of known params and metrics; any other name is cut to HEADER_MAX characters.
+SHORT_NAMES = {
+    "lr": "lr",
+    "learning_rate": "lr",
+    "warmup_steps": "warmup",
+    "k": "K",
+    "intra_layers": "intra",
+    "inter_layers": "inter",
+    "intra_heads": "iheads",
+    "inter_heads": "xheads",
+    "dropout": "drop",
+    "batch_size": "batch",
+    "weight_decay": "wd",
+    "hidden_size": "hidden",
+    "ffn_size": "ffn",
+    "max_length": "maxlen",
+    "epochs": "epochs",
+    "dev_weighted_f1": "F1",
+    "dev_accuracy": "acc",
+    "dev_loss": "loss",
+}
+HEADER_MAX = 6
+ID_MAX = 8
+
+
 def fmt(value) -> str:
+    """Three significant digits; exponents without padding (``6.04e-6``, not ``6.04e-06``)."""
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.3g}".replace("e-0", "e-").replace("e+0", "e+")
     return "" if value is None else str(value)
+
+
+def short_names(names: list[str]) -> list[str]:
+    """Headers for ``names``: known short names, else cut to HEADER_MAX; a name whose cut
+    collides with another's stays whole (a wide column beats two alike)."""
+    short = [SHORT_NAMES.get(n, n[:HEADER_MAX]) for n in names]
+    return [s if short.count(s) == 1 else n for n, s in zip(names, short, strict=True)]
+
+
+def short_ids(trial_ids: list[str]) -> dict[str, str]:
+    """At most ID_MAX characters per trial id, unique within the search. Searchers' trials
+    have 8 hex characters already; Ray's variant generator gives ``<prefix>_<00003>`` with
+    one prefix per search, where the counter tells the trials apart. Ids that would collide
+    stay whole."""
+
+    def cut(trial_id: str) -> str:
+        if len(trial_id) <= ID_MAX:
+            return trial_id
+        head, _, counter = trial_id.rpartition("_")
+        if head and counter.isdigit() and len(counter) <= ID_MAX:
+            return counter
+        return trial_id[-ID_MAX:]
+
+    short = {t: cut(t) for t in trial_ids}
+    if len(set(short.values())) < len(short):
+        return {t: t for t in trial_ids}
+    return short
 
 
 class LiveTable(Callback):
@@ -45,6 +103,8 @@ class LiveTable(Callback):
         is_pruned: tells whether the scheduler stopped a trial early.
         title: shown before the counts, e.g. the search name.
         max_rows: rows drawn at most.
+        enabled: draw at all; when False the rows are still kept (a resumed search that
+            turns the table on again shows the whole search).
     """
 
     def __init__(
@@ -57,10 +117,11 @@ class LiveTable(Callback):
         is_pruned: Callable[[str], bool] | None = None,
         title: str = "search",
         max_rows: int = 20,
+        enabled: bool = True,
     ):
         self.metric, self.mode, self.params = metric, mode, list(params)
         self.total, self.console, self.is_pruned = total, console, is_pruned
-        self.title, self.max_rows = title, max_rows
+        self.title, self.max_rows, self.enabled = title, max_rows, enabled
         self.rows: dict[str, Row] = {}
         self._live: Live | None = None
         self._restored = False
@@ -73,7 +134,7 @@ class LiveTable(Callback):
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update({**state, "_restored": True})
+        self.__dict__.update({"enabled": True, **state, "_restored": True})
 
     def _better(self, a: float, b: float | None) -> bool:
         return b is None or (a > b if self.mode == "max" else a < b)
@@ -87,14 +148,26 @@ class LiveTable(Callback):
 
     def render(self) -> Table:
         best = self.best()
+        ids = short_ids(list(self.rows))
         done = sum(r.state in ("completed", "pruned", "failed") for r in self.rows.values())
         total = f"/{self.total}" if self.total else ""
         head = f"{self.title}: {done}{total} trials done"
         if best is not None:
-            head += f", best {self.metric} {fmt(best.best)} ({best.trial_id})"
-        table = Table(title=head, title_justify="left", expand=False)
-        for name in ("trial", "state", *self.params, "epoch", self.metric, "best"):
-            table.add_column(name, justify="left" if name in ("trial", "state") else "right")
+            head += f", best {self.metric} {fmt(best.best)} ({ids[best.trial_id]})"
+        # No vertical rules and no padding: columns are one space apart, 80 columns hold the
+        # paper space with room to spare.
+        table = Table(
+            title=head,
+            title_justify="left",
+            expand=False,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            padding=0,
+        )
+        *param_heads, metric_head = short_names([*self.params, self.metric])
+        headers = ["trial", "state", *param_heads, "epoch", metric_head, "best"]
+        for i, name in enumerate(headers):
+            table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
         sign = -1 if self.mode == "max" else 1
 
         def key(r: Row):
@@ -104,7 +177,7 @@ class LiveTable(Callback):
         rows = sorted(self.rows.values(), key=key)
         for r in rows[: self.max_rows]:
             style = "bold green" if best is not None and r is best else None
-            cells = [r.trial_id, r.state, *(fmt(r.params.get(p)) for p in self.params)]
+            cells = [ids[r.trial_id], r.state, *(fmt(r.params.get(p)) for p in self.params)]
             table.add_row(*cells, str(r.epoch), fmt(r.last), fmt(r.best), style=style)
         if len(rows) > self.max_rows:
             table.caption = f"... {len(rows) - self.max_rows} more trials"
@@ -123,6 +196,8 @@ class LiveTable(Callback):
 
     def setup(self, **info) -> None:
         self.total = self.total or info.get("total_num_samples")
+        if not self.enabled:
+            return
         self._live = Live(
             self.render(),
             console=self.console or Console(stderr=True),

@@ -1,15 +1,35 @@
-"""`orch ui`: the MLflow UI for the store `orch` writes to, on 127.0.0.1 by default."""
+"""`orch ui`: the MLflow UI for the store `orch` writes to, on 127.0.0.1 by default.
+
+The server (``python -m mlflow ui``, which runs uvicorn under it) is started in a session of
+its own, so that whatever stops ``orch ui`` stops exactly the server's processes and nothing
+else: Ctrl-C at the terminal and SIGINT or SIGTERM sent to ``orch ui`` alone (a supervisor,
+``timeout``, ``docker stop``) become a SIGTERM to the server's whole process group; what is
+still there after ``GRACE_S`` is killed, as is everything at once on a second signal. A server
+that outlived its ``orch ui`` would keep the port.
+
+Exit status: 0 when the server was stopped by SIGINT or SIGTERM (stopping a server on request
+is its normal end, as for uvicorn and ``mlflow ui`` themselves), else the server's own status.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import typer
 
 from orchestrator.errors import USAGE, fail
+from orchestrator.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
 from orchestrator.tracking import client_for, resolve_tracking_uri
+
+GRACE_S = 10.0  # from the forwarded signal to SIGKILL
+POLL_S = 0.3
 
 
 def ui(
@@ -19,13 +39,19 @@ def ui(
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes it."),
     port: int = typer.Option(5000, help="Port to serve on."),
 ) -> None:
-    """Serve the MLflow UI for the searches and runs recorded by orch."""
+    """Serve the MLflow UI for the searches and runs recorded by orch, and print the link to the
+    latest search. Ctrl-C or SIGTERM stop the server and all its processes (exit 0)."""
     if not 0 < port < 65536:
         raise fail(f"--port must be in 1..65535, got {port}", USAGE)
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise fail(f"--tracking-uri {uri} is already a server: open it in a browser", USAGE)
-    client_for(uri).search_experiments(max_results=1)  # create/migrate the store up front
+    client = client_for(uri)
+    client.search_experiments(max_results=1)  # create/migrate the store up front
+    # A server already on the port would answer the readiness probe: links to the wrong store.
+    busy = port_taken(host, port)
+    if busy:
+        raise fail(f"cannot serve on {host}:{port}: {busy}; pick another --port")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     command = [
         sys.executable, "-m", "mlflow", "ui",
@@ -34,9 +60,157 @@ def ui(
         "--port", str(port),
         "--workers", "1",
     ]  # fmt: skip
-    print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C stops it)", file=sys.stderr)
-    try:
-        code = subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        code = 0
+    base = base_url(host, port)
+    print(f"MLflow UI for {uri} at {base} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    code = serve(command, env, lambda: answers(reachable(host), port), lambda: links(client, base))
     raise typer.Exit(code)
+
+
+def serve(command: list[str], env: dict, ready, announce) -> int:
+    """Run the server until it ends or a signal stops it; return the exit status.
+
+    ``announce()`` gives the lines printed once ``ready()`` says the server answers."""
+    received: list[int] = []
+    server: list[subprocess.Popen] = []  # set once started; the handler may run before
+
+    # SIGINT is passed on as SIGTERM: mlflow relays what it gets to uvicorn, and a SIGINT
+    # that reaches uvicorn twice (group + relay) makes it force-quit with a traceback; a
+    # repeated SIGTERM is a plain graceful stop.
+    def on_signal(signum, _frame):
+        received.append(signum)
+        if server:  # a second signal does not wait for the grace period
+            signal_group(server[0].pid, signal.SIGKILL if len(received) > 1 else signal.SIGTERM)
+
+    # Before Popen: a signal in between must not kill orch and orphan the server.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        server.append(proc)
+        if received:
+            signal_group(proc.pid, signal.SIGTERM)
+        announced = False
+        while not received and proc.poll() is None:
+            if not announced and ready():
+                announced = True
+                if proc.poll() is None and not received:
+                    print("\n".join(announce()), flush=True)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=POLL_S)
+        if not received:  # the server ended by itself: take down what it left behind
+            signal_group(proc.pid, signal.SIGTERM)
+        if not wait_group(proc, GRACE_S):
+            print(
+                f"warning: the MLflow UI did not stop within {GRACE_S:g} s; killed it",
+                file=sys.stderr,
+                flush=True,
+            )
+            signal_group(proc.pid, signal.SIGKILL)
+            wait_group(proc, GRACE_S)
+        code = proc.wait()
+        code = 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        return 0
+    if code != 0:
+        print(f"error: the MLflow UI exited with status {code}", file=sys.stderr, flush=True)
+    return code
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Send ``signum`` to process group ``pgid`` (the server's session), if it still exists."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live process is left in group ``pgid``. Zombies do not count: an orphan
+    whose new parent (a container's pid 1) never reaps it is gone all the same."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():  # not Linux: a zombie counts as alive
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # Fields after the command name (which may hold spaces) start after the last ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def wait_group(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait until the server's group is gone (reaping the leader); False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proc.poll()  # reap the leader, so that it does not linger as a zombie
+        if not group_alive(proc.pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why the server could not bind ``host:port`` (None: it can). SO_REUSEADDR as uvicorn
+    sets it, so that connections of a server stopped a moment ago do not count."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def reachable(host: str) -> str:
+    """The host to connect to: a wildcard bind is reached on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def base_url(host: str, port: int) -> str:
+    host = reachable(host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def answers(host: str, port: int) -> bool:
+    """Whether the server accepts connections: uvicorn listens only once the app has started.
+    A TCP connect, not a request, keeps the probe out of the server's access log."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def links(client, base: str) -> list[str]:
+    """Where to look: the experiment page of orch's searches and the latest search's run."""
+    try:
+        experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+        if experiment is None or experiment.lifecycle_stage != "active":
+            return [f"MLflow UI: {base} (no search recorded yet)"]
+        page = f"{base}/#/experiments/{experiment.experiment_id}"
+        latest = client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`{KIND_TAG}` = 'search'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except Exception as error:  # noqa: BLE001 - the links are a courtesy; the server runs on
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return [f"MLflow UI: {base} (could not look up the searches: {first})"]
+    lines = [f"searches: {page}"]
+    if latest:
+        run = latest[0]
+        name = run.data.tags.get(SEARCH_TAG, run.info.run_name)
+        lines.append(f"latest search {name}: {page}/runs/{run.info.run_id}")
+    else:
+        lines.append("no search recorded yet")
+    return lines
