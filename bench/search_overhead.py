@@ -4,7 +4,7 @@ a temporary sqlite store, checkpoints to a temporary storage folder, live table 
 the same trainable called sequentially in this process without Ray.
 
     python bench/search_overhead.py                    # 40 trials x 2 epochs x 1.0 s, 2 at a time
-    python bench/search_overhead.py --reuse-actors     # the same with Tune's actor reuse on
+    python bench/search_overhead.py --no-reuse-actors  # the same with a fresh process per trial
     python bench/search_overhead.py --spin --asha      # busy-wait epochs; ASHA stopping trials
 
 Each epoch of a trial waits a fixed ``--epoch-s`` (sleeping, or spinning with ``--spin``) and
@@ -40,7 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.resources import connect_ray  # noqa: E402
-from orchestrator.tuner import SearchSettings, run_search  # noqa: E402
+from orchestrator.settings import SearchSettings  # noqa: E402
+from orchestrator.tuner import run_search  # noqa: E402
 
 
 def space(trial) -> dict:
@@ -100,7 +101,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="Trials at once (CPUs).")
     parser.add_argument("--spin", action="store_true", help="Busy-wait instead of sleeping.")
     parser.add_argument("--asha", action="store_true", help="ASHA on (default: off).")
-    parser.add_argument("--reuse-actors", action="store_true", help="Tune's actor reuse on.")
+    parser.add_argument(
+        "--reuse-actors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Tune's actor reuse (orch's default: on).",
+    )
     parser.add_argument("--baseline-trials", type=int, default=None, help="Default: --trials.")
     args = parser.parse_args()
     c, n = args.concurrency, args.trials
@@ -118,17 +124,16 @@ def main() -> None:
             space=space,
             metric="score",
             mode="max",
-            num_samples=n,
+            trials=n,
             sampler="tpe",
             seed=0,
             scheduler="asha" if args.asha else "none",
-            max_t=args.epochs,
+            epochs=args.epochs,
             max_concurrent=c,
             cpus_per_trial=1.0,
-            storage_path=str(Path(tmp) / "ray"),
+            storage=str(Path(tmp) / "ray"),
             name="bench",
             tracking_uri=f"sqlite:///{Path(tmp) / 'mlruns' / 'mlflow.db'}",
-            dataset="bench",
             constants=constants,
             reuse_actors=args.reuse_actors,
             live=False,

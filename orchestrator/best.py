@@ -12,26 +12,25 @@ import math
 import shlex
 from dataclasses import asdict, dataclass, field
 
-from orchestrator.mlflow_logging import (
+from orchestrator.runs import (
     CHECKPOINT_TAG,
     DEFAULT_EXPERIMENT,
-    ERROR_TAG,
-    FAILURE_TAG,
-    KIND_TAG,
-    PARENT_TAG,
-    SEARCH_TAG,
     STATE_TAG,
     TRIAL_TAG,
+    NoSearchError,
+    better,
+    failure_summary,
+    failures,
+    metric_mode,
+    open_search,
+    search_name,
+    trial_runs,
 )
-from orchestrator.tracking import client_for, resolve_tracking_uri, sqlite_file
 
 DEFAULT_METRIC = "dev_weighted_f1"
-LOWER_IS_BETTER = ("loss", "mse", "mae", "error", "rmse")
 RUN_OPTIONS = ("dataset", "data_dir", "max_dialogues")
 
-
-class NoSearchError(LookupError):
-    """No search (or no scored trial) where one was asked for."""
+__all__ = ["BestTrial", "NoSearchError", "best_trial", "failure_summary"]
 
 
 @dataclass
@@ -60,88 +59,13 @@ class BestTrial:
         return asdict(self)
 
 
-def failures(runs) -> list[dict]:
-    """The failed trials among child ``runs``, with the one-line reason of each."""
-    from orchestrator.mlflow_logging import failure_reason
-
-    failed = []
-    for run in runs:
-        tags = run.data.tags
-        if tags.get(STATE_TAG) != "failed":
-            continue
-        reason = tags.get(FAILURE_TAG) or failure_reason(tags.get(ERROR_TAG, ""))
-        trial_id = tags.get(TRIAL_TAG, run.info.run_name)
-        failed.append({"trial_id": trial_id, "run_id": run.info.run_id, "reason": reason})
-    return sorted(failed, key=lambda f: f["trial_id"])
-
-
-def failure_summary(failed: list[dict]) -> str:
-    """``2 trials failed: out of memory (1), ValueError: ... (1)``, or "" when none did."""
-    if not failed:
-        return ""
-    kinds: dict[str, int] = {}
-    for failure in failed:
-        reason = failure["reason"]
-        kind = "out of memory" if reason.startswith("out of memory") else reason[:120]
-        kinds[kind] = kinds.get(kind, 0) + 1
-    counts = ", ".join(f"{kind} ({n})" for kind, n in sorted(kinds.items(), key=lambda x: -x[1]))
-    return f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed: {counts}"
-
-
-def default_mode(metric: str) -> str:
-    return "min" if any(word in metric for word in LOWER_IS_BETTER) else "max"
-
-
-def _better(a: float, b: float | None, mode: str) -> bool:
-    return b is None or (a > b if mode == "max" else a < b)
-
-
-def find_search(client, experiment_id: str, name: str | None):
-    """The parent run of search ``name``, or of the latest search."""
-    query = f"tags.`{KIND_TAG}` = 'search'"
-    if name:
-        query += f" and tags.`{SEARCH_TAG}` = '{name}'"
-    runs = client.search_runs(
-        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if not runs:
-        if not name:
-            raise NoSearchError("no search recorded yet")
-        # Naming a few searches that do exist turns a typo into a one-step fix.
-        known = client.search_runs(
-            [experiment_id],
-            f"tags.`{KIND_TAG}` = 'search'",
-            order_by=["attributes.start_time DESC"],
-            max_results=5,
-        )
-        names = sorted({r.data.tags.get(SEARCH_TAG, r.info.run_name) for r in known})
-        hint = f"; recent searches: {', '.join(names)}" if names else ""
-        raise NoSearchError(f"no search named {name!r}{hint}")
-    return runs[0]
-
-
-def trial_runs(client, experiment_id: str, parent_run_id: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def best_step(client, run_id: str, metric: str, mode: str) -> tuple[float, int] | None:
     """(value, step) of the run's best value of ``metric``; the earliest step on ties."""
     best = None
     for point in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step):
         if math.isnan(point.value):
             continue
-        if best is None or _better(point.value, best[0], mode):
+        if better(point.value, best[0] if best else None, mode):
             best = (point.value, point.step)
     return best
 
@@ -164,8 +88,7 @@ def metrics_at(client, run, step: int) -> tuple[dict, dict]:
 def train_command(params: dict) -> str:
     """The ``orch train`` command line that retrains a trial's config (MLflow params are
     strings; only options ``orch train`` has are kept)."""
-    from orchestrator.commands.train import MODEL_FIELDS, TRAIN_FIELDS
-    from orchestrator.options import option_name
+    from orchestrator.options import MODEL_FIELDS, TRAIN_FIELDS, option_name
 
     # Trials start from the dataclass defaults (the paper's), so the command does too.
     words = ["orch", "train", "--preset", "paper"]
@@ -195,33 +118,24 @@ def best_trial(
     search's mode for its own metric, else ``min`` for losses and errors and ``max`` otherwise.
     Raises NoSearchError when there is no such search or no trial reported the metric.
     """
-    uri = resolve_tracking_uri(tracking_uri)
-    db = sqlite_file(uri)
     # With --name, the message names the search asked for, whatever else is missing.
-    wanted = f"no search named {name!r}" if name else "no search recorded yet"
-    if db is not None and not db.exists():  # reading must not create an empty store
-        raise NoSearchError(f"{wanted} (no MLflow store at {db})")
-    client = client_for(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise NoSearchError(f"{wanted} (no MLflow experiment {experiment!r})")
-    parent = find_search(client, found.experiment_id, name)
+    client, experiment_id, parent = open_search(tracking_uri, name, experiment)
     search_metric = parent.data.params.get("metric", DEFAULT_METRIC)
     metric = metric or search_metric
     if mode is None:
         own = metric == search_metric and parent.data.params.get("mode")
-        mode = own or default_mode(metric)
+        mode = own or metric_mode(metric)
 
     best = None
-    runs = trial_runs(client, found.experiment_id, parent.info.run_id)
+    runs = trial_runs(client, experiment_id, parent.info.run_id)
     failed = failures(runs)
     for run in runs:
         if metric not in run.data.metrics:
             continue
         scored = best_step(client, run.info.run_id, metric, mode)
-        if scored is not None and (best is None or _better(scored[0], best[0], mode)):
+        if scored is not None and better(scored[0], best[0] if best else None, mode):
             best = (scored[0], scored[1], run)
-    search = parent.data.tags.get(SEARCH_TAG, parent.info.run_name)
+    search = search_name(parent)
     if best is None:
         why = f" ({failure_summary(failed)})" if failed else ""
         raise NoSearchError(f"no trial of search {search!r} reported {metric!r}{why}")

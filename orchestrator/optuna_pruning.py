@@ -34,20 +34,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 logger = logging.getLogger(__name__)
 
-SAMPLERS = ("tpe", "random", "gp")
-
-
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """A seeded Optuna sampler: ``tpe`` (Optuna 5: multivariate, constant liar for parallel
-    trials), ``random``, or ``gp`` (Gaussian process; needs torch and scipy, both installed)."""
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(f"--sampler {name!r} is unknown; expected one of {', '.join(SAMPLERS)}")
-
 
 class PruningOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that tells trials marked by the scheduler as PRUNED, not COMPLETE."""

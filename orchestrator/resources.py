@@ -13,7 +13,6 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-DEFAULT_GPU_MEMORY_GB = 11.0
 PROBE_TIMEOUT_S = 3.0
 START_HINT = "start one with 'ray start --head' or drop --address"
 AUTH_HINT = (
@@ -134,19 +133,3 @@ def gpu_share(gpu_memory_gb: float, card_gb: float | None) -> float:
     if not card_gb or gpu_memory_gb >= card_gb:
         return 1.0
     return 1.0 / math.floor(card_gb / gpu_memory_gb)
-
-
-def trial_resources(
-    cpus_per_trial: float = 1.0,
-    gpu_memory_gb: float | None = DEFAULT_GPU_MEMORY_GB,
-    gpus_available: float = 0.0,
-    card_gb: float | None = None,
-) -> dict[str, float]:
-    """``{"cpu": c, "gpu": g}`` for ``tune.with_resources``: a GPU share when GPUs exist,
-    CPU only otherwise."""
-    if cpus_per_trial <= 0:
-        raise ValueError(f"--cpus-per-trial must be > 0, got {cpus_per_trial}")
-    if gpus_available <= 0:
-        return {"cpu": float(cpus_per_trial), "gpu": 0.0}
-    share = gpu_share(gpu_memory_gb or DEFAULT_GPU_MEMORY_GB, card_gb)
-    return {"cpu": float(cpus_per_trial), "gpu": share}

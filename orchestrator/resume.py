@@ -1,8 +1,9 @@
-"""Finding searches again: by name or the latest, for `orch search --resume` and for names.
+"""Continuing a stopped search: names, the driver that may still run it, what it was started
+with, and the one place orch reaches into Ray's private API.
 
-A search is its MLflow parent run (``orch.kind = search``, ``orch.search = NAME``) plus Tune's
-experiment folder ``<storage_path>/<NAME>``; the parent's params record ``storage_path``, so
-the name alone leads to both. Nothing here creates a store that does not exist yet.
+A search is its MLflow parent run (``orchestrator.runs``) plus Tune's experiment folder
+``<storage>/<NAME>``; the parent's params record the settings it started with, ``storage``
+included, so the name alone leads to both.
 """
 
 from __future__ import annotations
@@ -14,40 +15,10 @@ import socket
 import time
 from pathlib import Path
 
-from orchestrator.best import NoSearchError, find_search
-from orchestrator.mlflow_logging import DEFAULT_EXPERIMENT, DRIVER_TAG, SEARCH_TAG
-from orchestrator.tracking import client_for, resolve_tracking_uri, sqlite_file
+from orchestrator.runs import DRIVER_TAG
 
-LATEST = "latest"
-
-
-def find_parent(tracking_uri: str | None, name: str | None, experiment: str = DEFAULT_EXPERIMENT):
-    """The parent run of search ``name`` (None or ``latest``: the latest search).
-
-    Raises NoSearchError naming a few recent searches when there is no such search."""
-    uri = resolve_tracking_uri(tracking_uri)
-    name = None if name in (None, LATEST) else name
-    wanted = f"no search named {name!r}" if name else "no search recorded yet"
-    db = sqlite_file(uri)
-    if db is not None and not db.exists():  # looking must not create an empty store
-        raise NoSearchError(f"{wanted} (no MLflow store at {db})")
-    client = client_for(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise NoSearchError(f"{wanted} (no MLflow experiment {experiment!r})")
-    return find_search(client, found.experiment_id, name)
-
-
-def search_exists(tracking_uri: str | None, name: str) -> bool:
-    try:
-        find_parent(tracking_uri, name)
-    except NoSearchError:
-        return False
-    return True
-
-
-def search_name(run) -> str:
-    return run.data.tags.get(SEARCH_TAG, run.info.run_name)
+# What may change when a search is resumed: where things are, not what the search is.
+MAY_CHANGE_ON_RESUME = ("storage", "tracking_uri", "address")
 
 
 def fresh_name(prefix: str, taken) -> str:
@@ -84,3 +55,22 @@ def resume_command(name: str, tracking_uri: str | None = None, address: str | No
     if address:
         words += ["--address", address]
     return shlex.join(words)
+
+
+def changed_settings(given: dict, saved: dict) -> list[str]:
+    """Names among ``given`` (settings a user typed again) whose values differ from the
+    search's ``saved`` params (MLflow strings); where-things-are settings may differ."""
+    return [
+        name
+        for name, value in given.items()
+        if name not in MAY_CHANGE_ON_RESUME and str(value) != saved.get(name)
+    ]
+
+
+def restored_parts(tuner) -> tuple[list, object]:
+    """The callbacks and the searcher of a restored Tuner (Ray 2.60: ``TunerInternal``).
+
+    Private API, because ``Tuner.restore`` takes no callbacks and hands nothing it unpickled
+    back; tests/orchestrator/test_resume.py fails loudly if a Ray upgrade moves them."""
+    internal = tuner._local_tuner  # noqa: SLF001
+    return internal.get_run_config().callbacks, internal._tune_config.search_alg  # noqa: SLF001

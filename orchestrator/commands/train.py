@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import shlex
 import sys
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -15,25 +16,29 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestrator.errors import RUNTIME, USAGE, fail
-from orchestrator.options import dataclass_parameters, option_name
-from orchestrator.tracking import client_for, experiment_id, resolve_tracking_uri
-from trainable.config import DialogueTRMConfig
-from trainable.engine import TrainConfig
-from trainable.presets import PRESETS, default_preset
+from orchestrator.mlflow_writer import MlflowWriter
+from orchestrator.options import (
+    DERIVED,
+    MODEL_FIELDS,
+    TRAIN_FIELDS,
+    dataclass_parameters,
+    option_name,
+)
+from trainable.config import DialogueTRMConfig, TrainConfig
+from trainable.datasets.registry import dataset_help
+from trainable.presets import TRAIN_PRESETS, default_preset
 
-# Fields the dataset decides (task, label count, feature widths): not options.
-DERIVED = ("task", "num_labels", "audio_dim", "visual_dim")
-MODEL_FIELDS = [f.name for f in fields(DialogueTRMConfig) if f.name not in DERIVED]
-TRAIN_FIELDS = [f.name for f in fields(TrainConfig)]
 SHOWN = ("weighted_f1", "weighted_acc", "macro_f1", "mean_pearson", "mse", "loss")
 
 
 def build_configs(preset: str | None, given: dict) -> tuple[DialogueTRMConfig, TrainConfig]:
     """Preset values, then every option the user set; a bad value names its option."""
     name = preset or default_preset(given.get("encoder"))
-    if name not in PRESETS:
-        raise fail(f"--preset {name!r} is unknown; expected one of {', '.join(PRESETS)}", USAGE)
-    values = {**PRESETS[name], **{k: v for k, v in given.items() if v is not None}}
+    if name not in TRAIN_PRESETS:
+        raise fail(
+            f"--preset {name!r} is unknown; expected one of {', '.join(TRAIN_PRESETS)}", USAGE
+        )
+    values = {**TRAIN_PRESETS[name], **{k: v for k, v in given.items() if v is not None}}
     try:
         model = DialogueTRMConfig(**{k: v for k, v in values.items() if k in MODEL_FIELDS})
         train = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS})
@@ -55,7 +60,7 @@ def run_params(dataset, data_dir, max_dialogues, model: DialogueTRMConfig, train
 
 
 def train(
-    dataset: str = typer.Option(..., help="meld, iemocap, avec or synthetic."),
+    dataset: str = typer.Option(..., help=f"{dataset_help()}."),
     data_dir: Path | None = typer.Option(None, help="Folder with the dataset's files."),
     max_dialogues: int | None = typer.Option(
         None, help="Use only the first N dialogues of each split (smoke runs)."
@@ -104,29 +109,27 @@ def train(
     except ValueError as error:
         raise fail(str(error), USAGE) from None
 
-    uri = resolve_tracking_uri(tracking_uri)
-    client = client_for(uri)
-    exp = experiment_id(client, uri, experiment)
-    run = client.create_run(exp, tags={"orch.command": " ".join(["orch", *sys.argv[1:]])})
-    run_id = run.info.run_id
+    writer = MlflowWriter(tracking_uri)
     params = run_params(dataset, data_dir, max_dialogues, trainer.model.config, train_cfg)
-    params["label"] = label
-    for key, value in params.items():
-        client.log_param(run_id, key, value)
-    client.log_param(run_id, "num_parameters", trainer.model.num_parameters())
+    params.update(label=label, num_parameters=trainer.model.num_parameters())
+    run_id = writer.start_run(
+        writer.experiment(experiment),
+        tags={"orch.command": shlex.join(["orch", *sys.argv[1:]])},
+        params=params,
+    )
 
     scratch = None if output else tempfile.TemporaryDirectory(prefix="orch-train-")
     work = Path(output) if output else Path(scratch.name)
     status = "FAILED"
     try:
-        best = _fit(trainer, client, run_id, work, err)
-        client.log_artifacts(run_id, str(work / "best"), "best_checkpoint")
+        best = _fit(trainer, writer, run_id, work, err)
+        writer.log_artifacts(run_id, work / "best", "best_checkpoint")
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise fail("interrupted; the MLflow run is marked KILLED", 130) from None
     finally:
-        client.set_terminated(run_id, status)
+        writer.end_run(run_id, status)
         if scratch is not None:
             scratch.cleanup()
     _summary(out, trainer, best, run_id)
@@ -137,12 +140,12 @@ def train(
             "best_epoch": best["epoch"],
             "dev": {k[4:]: v for k, v in best.items() if k.startswith("dev_")},
             "test": {k[5:]: v for k, v in best.items() if k.startswith("test_")},
-            "checkpoint": f"{run.info.artifact_uri}/best_checkpoint",
+            "checkpoint": f"{writer.client.get_run(run_id).info.artifact_uri}/best_checkpoint",
         }
         print(json.dumps(result))
 
 
-def _fit(trainer, client, run_id: str, work: Path, console: Console) -> dict:
+def _fit(trainer, writer: MlflowWriter, run_id: str, work: Path, console: Console) -> dict:
     steps = -(-len(trainer.data.train) // trainer.cfg.batch_size)
     columns = (
         TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
@@ -158,9 +161,7 @@ def _fit(trainer, client, run_id: str, work: Path, console: Console) -> dict:
             progress.update(bar, completed=step, loss=loss)
 
         def on_epoch(row, t):
-            metrics = {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
-            for key, value in metrics.items():
-                client.log_metric(run_id, key, value, step=row["epoch"])
+            writer.log_metrics(run_id, row, step=row["epoch"])
             t.save(work / "last")
             if row["is_best"]:
                 t.save(work / "best", resumable=False)

@@ -100,7 +100,7 @@ def space_file(name: str, text: str):
 
 def seed_search(name: str) -> None:
     """A finished search ``name`` in ./mlruns: a parent run tagged the way `orch search` does."""
-    from orchestrator.mlflow_logging import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
+    from orchestrator.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
     from orchestrator.tracking import client_for, default_tracking_uri, experiment_id
 
     uri = default_tracking_uri()

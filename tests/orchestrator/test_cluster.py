@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.mlflow_logging import KIND_TAG, NODE_TAG, PARENT_TAG
+from orchestrator.runs import KIND_TAG, NODE_TAG, PARENT_TAG
 from orchestrator.tracking import client_for
 from tests.orchestrator.processes import BIN, free_port, orch, start_group, stop_group, wait_for
 
@@ -164,7 +164,7 @@ def test_search_joins_a_single_head_node(cluster, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     parent, children = search_runs(tmp_path / "one")
     assert_closed(parent, children, 2)
-    assert parent.data.params["storage_path"] == str(tmp_path / "one" / "ray")
+    assert parent.data.params["storage"] == str(tmp_path / "one" / "ray")
     assert {c.data.tags[NODE_TAG] for c in children} == {head}
 
 

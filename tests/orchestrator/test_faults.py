@@ -23,8 +23,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from orchestrator.best import best_trial, failure_summary
-from orchestrator.mlflow_logging import failure_reason
-from orchestrator.tuner import SearchSettings, run_search
+from orchestrator.runs import failure_reason
+from orchestrator.settings import SearchSettings
+from orchestrator.tuner import run_search
 from tests.orchestrator.faults import (
     HUGE_FFN,
     fault_space,
@@ -65,17 +66,17 @@ def faulty(ray_local, tmp_path_factory):
         space=fault_space,
         metric=METRIC,
         mode="max",
-        num_samples=len(POINTS),
+        trials=len(POINTS),
         sampler="random",
         seed=0,
         scheduler="none",
         max_concurrent=2,
-        storage_path=str(root / "ray"),
+        storage=str(root / "ray"),
         name="faults",
         dataset="synthetic",
         tracking_uri=uri,
         max_failures=2,
-        num_to_keep=2,
+        keep_checkpoints=2,
         constants={
             "max_dialogues": 60,
             "cache_dir": str(default_cache_dir()),
@@ -188,12 +189,12 @@ def test_eight_concurrent_trials_on_sqlite(ray_local, tmp_path, capfd, caplog):
         space=sleepy_space,
         metric=METRIC,
         mode="max",
-        num_samples=8,
+        trials=8,
         sampler="random",
         scheduler="none",
         max_concurrent=8,
         cpus_per_trial=0.25,  # 8 trials on the 2 CPUs of the test Ray
-        storage_path=str(tmp_path / "ray"),
+        storage=str(tmp_path / "ray"),
         name="eight",
         tracking_uri=uri,
         constants={"starts": str(starts), "together": 8},

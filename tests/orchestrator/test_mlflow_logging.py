@@ -7,16 +7,15 @@ from types import SimpleNamespace
 import cloudpickle
 import pytest
 
-from orchestrator.mlflow_logging import MlflowSearchCallback
+from orchestrator.mlflow_callback import MlflowSearchCallback
 
 
 def fake_trial(trial_id, config=None, failures=0):
-    manager = SimpleNamespace(best_checkpoint_results=[])
     return SimpleNamespace(
         trial_id=trial_id,
         config=config or {"lr": 1e-3, "k": 3},
         path=f"/tmp/storage/{trial_id}",
-        run_metadata=SimpleNamespace(checkpoint_manager=manager, num_failures=failures),
+        num_failures=failures,
     )
 
 
@@ -36,10 +35,12 @@ def callback(uri, **kwargs):
     )
 
 
-def test_trial_run_is_reused_on_restart_and_resume(uri):
+@pytest.mark.parametrize("with_state", [False, True])
+def test_trial_run_is_reused_on_restart_and_resume(uri, with_state):
     cb = callback(uri)
     parent = cb.open()
     assert cb.open() == parent  # idempotent
+    saved = cloudpickle.dumps(cb)  # what Tuner() writes to tuner.pkl, before any trial
     trial = fake_trial("t1")
     cb.on_trial_start(0, [], trial)
     cb.on_trial_result(0, [], trial, {"dev_weighted_f1": 0.5, "training_iteration": 1, "pid": 9})
@@ -47,11 +48,15 @@ def test_trial_run_is_reused_on_restart_and_resume(uri):
     cb.on_trial_start(0, [], trial)  # Ray restarts it: same run
     assert len(cb.children) == 1
 
-    # The driver dies; a resumed search finds the parent and the trial's run by their tags.
-    resumed = callback(uri, resume=True)
-    resumed = cloudpickle.loads(cloudpickle.dumps(resumed))  # as Tuner.restore would
-    assert resumed.open() == parent
+    # The driver dies; a resumed driver unpickles the callback (Tuner.restore), Tune gives it
+    # the state of the last snapshot if there was one, and it finds the trial's run again.
+    resumed = cloudpickle.loads(saved)
+    if with_state:
+        resumed.set_state(cloudpickle.loads(cloudpickle.dumps(cb.get_state())))
+    resumed.resume()
+    assert resumed.parent_run_id == parent
     assert resumed.child_run(trial) == cb.children["t1"]
+    assert resumed.logged_step["t1"] == 1  # epoch 1 was logged by the earlier driver
     resumed.on_trial_result(0, [], trial, {"dev_weighted_f1": 0.6, "training_iteration": 2})
     resumed.on_trial_complete(0, [], trial)
     resumed.close()
@@ -64,6 +69,7 @@ def test_trial_run_is_reused_on_restart_and_resume(uri):
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6)]
     parent_run = cb.client.get_run(parent)
     assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.tags["orch.resumes"] == "1"
     assert "git_commit" not in parent_run.data.params  # None values are left out
     assert len(cb.client.search_runs([cb.experiment_id])) == 2
 

@@ -5,13 +5,14 @@ early stopping so that the timing is predictable), driven by the real CLI in a s
 
 1. SIGKILL the driver once a trial has finished and another is mid-run (as Tune's saved
    experiment state shows them);
-2. ``orch search --resume NAME``, and SIGTERM that driver once one more trial finished: it
-   stops like Ctrl-C (exit 130, the resume command on stderr, nothing left RUNNING);
+2. the original command with ``--resume NAME`` added, and SIGTERM that driver once one more
+   trial finished: it stops like Ctrl-C (exit 130, the resume command on stderr, nothing
+   left RUNNING);
 3. ``orch search --resume latest`` runs the search to its end.
 
 Then: one parent run, exactly one child run per trial (6), none RUNNING, every epoch logged
 once; finished trials were not run again, interrupted ones continued from their checkpoint;
-the Optuna study lists 6 trials; at most ``num_to_keep`` checkpoints per trial on disk.
+the Optuna study lists 6 trials; at most ``keep_checkpoints`` checkpoints per trial on disk.
 
 Without Ray: ASHA's rungs survive a searcher snapshot, and the MLflow callback keeps one run
 per trial across an interrupt and a resumed driver (reopened runs, epochs logged once, the
@@ -97,7 +98,7 @@ def resumed(tmp_path_factory):
         "--max-concurrent", "2", "--max-dialogues", "200", "--epochs", str(EPOCHS),
         "--scheduler", "none", "--name", NAME, "--storage", str(root / "ray"),
     ]  # fmt: skip
-    procs, started = [], time.monotonic()
+    procs = []
     try:
         # 1. The driver dies without a word (SIGKILL) mid-search.
         log1 = root / "run1.log"
@@ -117,9 +118,11 @@ def resumed(tmp_path_factory):
         stop_group(first)  # what fate-sharing left of its Ray
         killed_at = snapshot(experiment)
 
-        # 2. Resumed, then stopped with SIGTERM once one more trial is done.
+        # 2. Resumed by the original command plus --resume (the up arrow: options equal to
+        # the saved settings are accepted), then stopped with SIGTERM once one more trial
+        # is done.
         log2 = root / "run2.log"
-        second = start(["search", "--resume", NAME], root, log2)
+        second = start([*args, "--resume", NAME], root, log2)
         procs.append(second)
         done = count(killed_at, "TERMINATED")
         wait_for(
@@ -160,7 +163,6 @@ def resumed(tmp_path_factory):
         "second": (second_code, log2.read_text()),
         "after_sigterm": after_sigterm,
         "third": (third_code, log3.read_text()),
-        "seconds": time.monotonic() - started,
     }
 
 
@@ -247,11 +249,6 @@ def test_checkpoints_stay_bounded(resumed):
             assert 1 <= len(list(trial.glob("checkpoint_*"))) <= 2, trial.name
 
 
-@pytest.mark.timeout(400)
-def test_resume_stays_small(resumed):
-    assert resumed["seconds"] < 150
-
-
 def x_space(trial):
     trial.suggest_float("x", 0, 1)
 
@@ -291,13 +288,11 @@ class FakeTrial:
     """What the MLflow callback reads of a Tune trial."""
 
     def __init__(self, trial_id: str, status: str = "RUNNING"):
-        from types import SimpleNamespace
 
         self.trial_id, self.status = trial_id, status
         self.config, self.path = {"lr": 1e-3}, f"/tmp/storage/{trial_id}"
         self.error_file = None
-        manager = SimpleNamespace(best_checkpoint_results=[])
-        self.run_metadata = SimpleNamespace(checkpoint_manager=manager, num_failures=0)
+        self.num_failures = 0
 
     def is_finished(self) -> bool:
         return self.status in ("TERMINATED", "ERROR")
@@ -308,7 +303,7 @@ def test_mlflow_runs_across_an_interrupt_and_a_killed_driver(tmp_path):
     callback as pickled in tuner.pkl, then the end of the search."""
     import cloudpickle
 
-    from orchestrator.mlflow_logging import MlflowSearchCallback
+    from orchestrator.mlflow_callback import MlflowSearchCallback
 
     def log(cb, trial, step, value):
         cb.on_trial_result(0, [], trial, {"dev_weighted_f1": value, "training_iteration": step})
@@ -336,7 +331,7 @@ def test_mlflow_runs_across_an_interrupt_and_a_killed_driver(tmp_path):
 
     # The resumed driver: its saved state knows a (finished) and b (at epoch 1), not "lost".
     resumed = cloudpickle.loads(saved)
-    resumed.open()
+    resumed.resume()
     resumed.setup(total_num_samples=3)
     b, c = FakeTrial("b"), FakeTrial("c")
     resumed.on_step_begin(0, [a, b])
@@ -351,8 +346,10 @@ def test_mlflow_runs_across_an_interrupt_and_a_killed_driver(tmp_path):
         trial.status = "TERMINATED"
         resumed.on_trial_complete(0, [], trial)
     resumed.on_experiment_end([a, b, c])
-
     assert not resumed.interrupted
+    assert client.get_run(resumed.parent_run_id).info.status == "RUNNING"  # reports come next
+    resumed.close("FINISHED")
+
     assert client.get_run(resumed.parent_run_id).info.status == "FINISHED"
     assert resumed.parent_run_id == cb.parent_run_id
     history = client.get_metric_history(runs["b"], "dev_weighted_f1")
@@ -362,3 +359,28 @@ def test_mlflow_runs_across_an_interrupt_and_a_killed_driver(tmp_path):
     alive = client.search_runs([cb.experiment_id], "tags.`orch.kind` = 'trial'")
     assert sorted(r.data.tags["orch.trial_id"] for r in alive) == ["a", "b", "c"]
     assert {r.info.status for r in alive} == {"FINISHED"}
+
+
+def test_restored_parts_finds_the_saved_searcher_and_callbacks(tmp_path):
+    """The one private Ray route orch takes (``resume.restored_parts``): if a Ray upgrade
+    moves what ``Tuner.restore`` unpickled, this fails here instead of in a user's resume."""
+    from ray import tune
+
+    from orchestrator.mlflow_callback import MlflowSearchCallback
+    from orchestrator.optuna_pruning import PruningOptunaSearch
+    from orchestrator.resume import restored_parts
+
+    def trainable(config):
+        tune.report({"m": config["x"]})
+
+    searcher = PruningOptunaSearch(space=x_space, metric="m", mode="max", seed=0)
+    recorder = MlflowSearchCallback("s", "m", "max", tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    tune.Tuner(  # writes tuner.pkl; nothing runs, Ray is not started
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=1),
+        run_config=tune.RunConfig(name="s", storage_path=str(tmp_path), callbacks=[recorder]),
+    )
+    callbacks, restored = restored_parts(tune.Tuner.restore(str(tmp_path / "s"), trainable))
+    assert isinstance(restored, PruningOptunaSearch) and restored.metric == "m"
+    assert [type(c) for c in callbacks] == [MlflowSearchCallback]
+    assert callbacks[0].search_name == "s" and callbacks[0] is not recorder

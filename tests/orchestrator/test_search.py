@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from orchestrator.best import NoSearchError, best_trial
-from orchestrator.tuner import SearchSettings, run_search
+from orchestrator.settings import SearchSettings
+from orchestrator.tuner import run_search
 
 pytestmark = pytest.mark.timeout(240)
 METRIC = "dev_weighted_f1"
@@ -81,24 +82,23 @@ def search(ray_local, tmp_path_factory):
         space=toy_space,
         metric=METRIC,
         mode="max",
-        num_samples=len(POINTS),
+        trials=len(POINTS),
         sampler="random",
         seed=0,
         scheduler="asha",
         grace_period=1,
         reduction_factor=2,
         max_concurrent=2,
-        storage_path=str(root / "ray"),
+        storage=str(root / "ray"),
         name="toy-search",
         dataset="synthetic",
         tracking_uri=uri,
         max_failures=1,
-        num_to_keep=2,
+        keep_checkpoints=2,
         constants={"marker_dir": str(root)},
         points_to_evaluate=POINTS,
         command_line="orch search --dataset synthetic --trials 7",
     )
-    started = time.monotonic()
     result = run_search(toy_trainable, settings, console=Console(file=out, width=140))
     from mlflow.tracking import MlflowClient
 
@@ -107,7 +107,6 @@ def search(ray_local, tmp_path_factory):
         "uri": uri,
         "client": MlflowClient(uri),
         "live": out.getvalue(),
-        "seconds": time.monotonic() - started,
     }
 
 
@@ -219,7 +218,3 @@ def test_live_table_and_ray_reporter_silent(search):
     assert "toy-search: 7/7 trials done" in live
     assert "pruned" in live and "failed" in live and "completed" in live
     assert "Trial status" not in live  # Ray's reporter is off
-
-
-def test_search_stays_small(search):
-    assert search["seconds"] < 90

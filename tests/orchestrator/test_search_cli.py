@@ -1,7 +1,8 @@
 """`orch search` end to end with the real trainable on a real local Ray, then `orch best`.
 
 One search (5 trials of the quick space on synthetic, 2 at a time) in a fresh process, the
-way a user runs it; the assertions read what it left in MLflow.
+way a user runs it, on the embedded defaults (no --storage, no --tracking-uri); the
+assertions read what it left in MLflow and on disk.
 """
 
 import json
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from orchestrator.mlflow_logging import KIND_TAG, PARENT_TAG, STATE_TAG
+from orchestrator.runs import KIND_TAG, PARENT_TAG, STATE_TAG
 from orchestrator.tracking import client_for
 
 TRIALS = 5
@@ -35,8 +36,7 @@ def searched(tmp_path_factory):
     done = orch(
         "search",
         "--dataset", "synthetic", "--quick", "--trials", str(TRIALS),
-        "--max-concurrent", "2", "--name", "smoke", "--storage", str(root / "ray"),
-        "--json",
+        "--max-concurrent", "2", "--name", "smoke", "--json",
         cwd=root,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -118,6 +118,41 @@ def test_orch_best_matches_mlflow_and_its_checkpoint_reloads(searched, tmp_path)
     assert (
         human.returncode == 0 and "reproduce:" in human.stdout and best["trial_id"] in human.stdout
     )
+
+
+@pytest.mark.timeout(600)
+def test_a_project_folder_holds_everything_the_search_wrote(searched):
+    """Trial checkpoints default into the project's mlruns/ (not ~/ray_results, which every
+    folder on the machine would share), next to the MLflow store that records them."""
+    root, client, best = searched
+    assert (root / "mlruns" / "ray" / "smoke" / "tuner.pkl").is_file()
+    parents, _ = _runs(client)
+    assert parents[0].data.params["storage"] == str(root / "mlruns" / "ray")
+    assert best["checkpoint_storage"].startswith(str(root / "mlruns" / "ray" / "smoke"))
+    assert sorted(p.name for p in root.iterdir()) == ["mlruns"]
+
+
+BEST_IMPORTS = """
+import json, sys
+from orchestrator.cli import app
+try:
+    app(["best", "--json"], standalone_mode=False)
+finally:
+    heavy = sorted(m for m in ("torch", "ray", "transformers", "datasets") if m in sys.modules)
+    print(json.dumps({"heavy": heavy}))
+"""
+
+
+@pytest.mark.timeout(600)
+def test_orch_best_reads_mlflow_without_torch_or_ray(searched):
+    root, _, best = searched
+    done = subprocess.run(
+        [sys.executable, "-c", BEST_IMPORTS], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert json.loads(lines[0]) == best  # it did the whole job
+    assert json.loads(lines[-1]) == {"heavy": []}
 
 
 def test_best_with_no_search_is_one_line(tmp_path):

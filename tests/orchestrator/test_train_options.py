@@ -10,7 +10,7 @@ from orchestrator.commands.train import DERIVED, build_configs, train
 from orchestrator.options import field_docs, option_name
 from trainable.config import DialogueTRMConfig
 from trainable.engine import TrainConfig
-from trainable.presets import PRESETS
+from trainable.presets import TRAIN_PRESETS as PRESETS
 
 runner = CliRunner()
 

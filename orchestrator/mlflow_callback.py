@@ -1,0 +1,266 @@
+"""The lifecycle of a search's MLflow runs, written from the Ray driver by one Tune callback.
+
+One parent run per search; one nested child run per trial (run name = trial id, tags from
+``orchestrator.runs``); params once; metrics per epoch (step = ``training_iteration``); the
+end of each trial as a tag (``orch.state`` = completed / pruned / failed) and as the run's
+status (FINISHED / KILLED / FAILED). What happens after the last trial (best checkpoint,
+study, plots, closing the parent) is ``search_reports``; picking runs up again after a resume
+is ``mlflow_resume``.
+
+Why the driver and not the trials: the embedded sqlite store breaks under concurrent writers
+(a migration race, "database is locked"), Ray's ``MLflowLoggerCallback`` makes flat runs and
+duplicates resumed trials, and ``setup_mlflow`` leaves stopped trials RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from ray.tune import Callback
+
+from orchestrator import mlflow_resume
+from orchestrator.mlflow_writer import MAX_TAG, MlflowWriter
+from orchestrator.runs import (
+    DEFAULT_EXPERIMENT,
+    DRIVER_TAG,
+    ERROR_TAG,
+    FAILURE_TAG,
+    KIND_TAG,
+    NODE_TAG,
+    PARENT_TAG,
+    RESTARTS_TAG,
+    RESUMES_TAG,
+    SEARCH_TAG,
+    STATE_TAG,
+    TRIAL_TAG,
+    failure_reason,
+)
+
+# Ray's bookkeeping numbers: not metrics of the model.
+RAY_KEYS = {
+    "training_iteration",
+    "timestamp",
+    "pid",
+    "iterations_since_restore",
+    "time_since_restore",
+    "time_total_s",
+}
+
+
+def error_text(trial) -> str:
+    """The trial's last failure: Ray appends every failure to an error file in the driver's
+    staging folder (the copy in storage may not be synced yet)."""
+    text = None
+    try:
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text()
+        else:
+            text = trial.get_error()
+    except Exception:  # reading an error must not raise another one
+        text = None
+    if not text:
+        return "unknown error (see the trial's error.txt)"
+    return str(text).rsplit("Failure # ", 1)[-1].strip()
+
+
+class MlflowSearchCallback(Callback):
+    """Writes one search (parent run) and its trials (child runs) to MLflow.
+
+    Args:
+        search_name: the search's name (parent run name and ``orch.search`` tag).
+        metric, mode: what "best" means, for the parent's summary.
+        tracking_uri: MLflow store; None: ``$MLFLOW_TRACKING_URI`` or sqlite under ./mlruns.
+        experiment: MLflow experiment holding the searches.
+        parent_params: logged once on the parent (dataset, space, sampler, command, ...).
+        is_pruned: tells whether the scheduler stopped a trial early (then KILLED/pruned).
+    """
+
+    def __init__(
+        self,
+        search_name: str,
+        metric: str,
+        mode: str,
+        tracking_uri: str | None = None,
+        experiment: str = DEFAULT_EXPERIMENT,
+        parent_params: dict | None = None,
+        is_pruned: Callable[[str], bool] | None = None,
+    ):
+        self.search_name = search_name
+        self.metric, self.mode = metric, mode
+        self.writer = MlflowWriter(tracking_uri)
+        self.experiment = experiment
+        self.parent_params = dict(parent_params or {})
+        self.is_pruned = is_pruned or (lambda trial_id: False)
+        self.parent_run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.children: dict[str, str] = {}  # trial id -> child run id
+        self.closed: set[str] = set()  # trial ids whose child run is terminated
+        self.nodes: dict[str, str] = {}  # trial id -> node id last tagged
+        self.logged_step: dict[str, int] = {}  # trial id -> last step an earlier driver logged
+        self.known_runs: dict[str, str] = {}  # trial id -> run id, from the saved state
+        self.total: int | None = None  # trials the search runs (from Tune's setup)
+        self.interrupted = False  # the search ended with trials left to run (Ctrl-C, SIGTERM)
+        self.running: set[str] = set()  # trials started by this driver and not ended yet
+        self.resumed = False  # this driver continues an earlier one's search
+        self._dropped_lost = False  # runs of trials lost with a killed driver: deleted once
+
+    @property
+    def client(self):
+        return self.writer.client
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.writer.tracking_uri
+
+    # -- Tune's callback state: saved with each experiment snapshot, given back on restore --
+
+    def get_state(self) -> dict:
+        return {"children": dict(self.children), "nodes": dict(self.nodes)}
+
+    def set_state(self, state: dict) -> None:
+        """The runs the search had at its last snapshot; their steps are read back from
+        MLflow when a trial first reports again (``mlflow_resume.adopt``)."""
+        self.known_runs.update(state.get("children", {}))
+        self.nodes.update(state.get("nodes", {}))
+
+    # -- parent run -------------------------------------------------------------------------
+
+    def open(self) -> str:
+        """Open the store and the parent run (idempotent); returns the parent run id.
+
+        Called by the driver before the Tuner starts, so the sqlite store is created (and
+        migrated) by one process, once."""
+        if self.experiment_id is None:
+            self.experiment_id = self.writer.experiment(self.experiment)
+        driver = f"{socket.gethostname()}:{os.getpid()}"
+        if self.parent_run_id is not None:
+            self.writer.reopen(self.parent_run_id)
+            self.writer.set_tags(self.parent_run_id, {DRIVER_TAG: driver})
+            return self.parent_run_id
+        tags = {SEARCH_TAG: self.search_name, KIND_TAG: "search", DRIVER_TAG: driver}
+        self.parent_run_id = self.writer.start_run(
+            self.experiment_id, self.search_name, tags, self.parent_params
+        )
+        return self.parent_run_id
+
+    def resume(self, tracking_uri: str | None = None) -> None:
+        """Continue the search as a new driver (``Tuner.restore`` unpickled this callback):
+        reopen the parent, count the resume, and settle runs once Tune has its trials."""
+        if tracking_uri:  # the same store, maybe under another address now
+            self.writer.tracking_uri = tracking_uri
+        self.resumed = True
+        self.running, self.interrupted, self.logged_step = set(), False, {}
+        self._dropped_lost = False
+        self.open()
+        run = self.client.get_run(self.parent_run_id)
+        resumes = int(run.data.tags.get(RESUMES_TAG, "0")) + 1
+        self.writer.set_tags(self.parent_run_id, {RESUMES_TAG: resumes})
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Terminate every child still open as KILLED and the parent with ``status``."""
+        if self.parent_run_id is None:
+            return
+        for trial_id, run_id in self.children.items():
+            if trial_id not in self.closed:
+                self.writer.end_run(run_id, "KILLED", {STATE_TAG: "interrupted"})
+                self.closed.add(trial_id)
+        if self.client.get_run(self.parent_run_id).info.status == "RUNNING":
+            self.writer.end_run(self.parent_run_id, status)
+
+    # -- child runs -------------------------------------------------------------------------
+
+    def child_run(self, trial) -> str:
+        """The trial's child run: created at its first start, reused when it restarts or
+        when the search is resumed."""
+        trial_id = trial.trial_id
+        if trial_id in self.children:
+            return self.children[trial_id]
+        adopted = mlflow_resume.adopt(self, trial_id) if self.resumed else None
+        if adopted is not None:
+            run_id = adopted
+        else:
+            tags = {
+                PARENT_TAG: self.parent_run_id,
+                TRIAL_TAG: trial_id,
+                SEARCH_TAG: self.search_name,
+                KIND_TAG: "trial",
+                "orch.trial_path": str(trial.path),
+            }
+            run_id = self.writer.start_run(self.experiment_id, trial_id, tags, trial.config)
+        self.children[trial_id] = run_id
+        return run_id
+
+    def _finish(self, trial, state: str, status: str, error: str | None = None) -> None:
+        tags = {STATE_TAG: state}
+        if error:
+            tags[ERROR_TAG] = error[-MAX_TAG:]
+            tags[FAILURE_TAG] = failure_reason(error)
+        self.writer.end_run(self.child_run(trial), status, tags)
+        self.closed.add(trial.trial_id)
+
+    # -- Tune hooks -------------------------------------------------------------------------
+
+    def setup(self, **info) -> None:
+        self.total = info.get("total_num_samples") or self.total
+        self.open()
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self.resumed and not self._dropped_lost:
+            self._dropped_lost = True  # once per resumed driver, when Tune has its trials
+            mlflow_resume.drop_lost(self, {t.trial_id for t in trials})
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running.add(trial.trial_id)
+        run_id = self.child_run(trial)
+        if trial.trial_id in self.closed:  # a resumed search continues an interrupted trial
+            self.closed.discard(trial.trial_id)
+            self.writer.reopen(run_id)
+            if self.client.get_run(run_id).data.tags.get(STATE_TAG) == "interrupted":
+                self.client.delete_tag(run_id, STATE_TAG)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        # Ray will restart the trial from its last checkpoint; keep its run open and say so.
+        self.writer.set_tags(self.child_run(trial), {RESTARTS_TAG: trial.num_failures})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        run_id = self.child_run(trial)
+        step = int(result.get("training_iteration", 0))
+        if step <= self.logged_step.get(trial.trial_id, 0):
+            return  # an epoch repeated after a resume: logged once, by the earlier driver
+        metrics = {k: v for k, v in result.items() if k not in RAY_KEYS}
+        self.writer.log_metrics(run_id, metrics, step)
+        node = result.get("node_id")
+        if isinstance(node, str) and self.nodes.get(trial.trial_id) != node:
+            # Tagged once, and again only when a retry lands on another node.
+            self.writer.set_tags(run_id, {NODE_TAG: node})
+            self.nodes[trial.trial_id] = node
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        if self.is_pruned(trial.trial_id):
+            self._finish(trial, "pruned", "KILLED")
+        else:
+            self._finish(trial, "completed", "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        self._finish(trial, "failed", "FAILED", error=error_text(trial))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        """Tune ends the loop early on Ctrl-C (SIGINT; orch turns SIGTERM into one too) and
+        still calls this, after marking the running trials TERMINATED (their state saved as
+        RUNNING): a trial that started here and never completed or failed, one never
+        started, or fewer trials than asked mean the search was interrupted. A search that
+        ran to its end stays open for ``search_reports.finish``."""
+        unfinished = [t for t in trials if not t.is_finished()]
+        short = self.total is not None and len(trials) < self.total
+        if self.running or unfinished or short:
+            self.interrupted = True
+            if self.parent_run_id is not None:
+                self.writer.set_tags(self.parent_run_id, {STATE_TAG: "interrupted"})
+            self.close("KILLED")
+            return
+        mlflow_resume.settle(self, trials)

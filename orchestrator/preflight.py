@@ -1,0 +1,139 @@
+"""Checks `orch search` runs on the driver before anything is created.
+
+Each catches, once and in seconds, what would otherwise fail every trial after Ray started,
+or leave half a search behind: a storage folder that cannot be written, a missing encoder,
+a dead Ray or MLflow address, a name already taken. Each raises ``typer.Exit`` through
+``errors.fail`` with one line naming the option.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from pathlib import Path
+
+from orchestrator.errors import USAGE, fail
+
+
+def check_storage(storage: str) -> None:
+    """A local storage folder must be creatable and writable before any trial starts.
+
+    The folders the probe creates are removed again: a search that fails after this check
+    (Ray, MLflow) must leave nothing behind, and Ray creates the folder when trials start.
+    """
+    if "://" in storage:
+        return
+    path = Path(storage)
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".orch-write-test-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise fail(f"--storage {storage} is not writable: {error.strerror or error}") from None
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def check_encoder(encoder: str) -> None:
+    """Every trial would fail on a missing encoder: find out once, on the driver."""
+    from trainable.config import DialogueTRMConfig
+    from trainable.encoder import EncoderNotFoundError, encoder_has_segments
+
+    if encoder == "tiny":
+        return
+    try:
+        encoder_has_segments(DialogueTRMConfig(encoder=encoder))
+    except EncoderNotFoundError as error:
+        raise fail(str(error)) from None
+
+
+def check_services(tracking_uri: str | None, address: str | None) -> None:
+    """Dead services fail in seconds here, not minutes later with half a search created."""
+    from orchestrator.resources import check_ray_address
+    from orchestrator.tracking import check_tracking_uri
+
+    try:
+        check_tracking_uri(tracking_uri)
+        check_ray_address(address)
+    except ValueError as error:
+        raise fail(str(error), USAGE) from None
+    except ConnectionError as error:
+        raise fail(str(error)) from None
+
+
+def join_ray(address: str | None) -> None:
+    from orchestrator.resources import connect_ray
+
+    try:
+        connect_ray(address)
+    except Exception as error:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise fail(f"--address {address}: cannot join the Ray cluster: {first}") from None
+
+
+def search_name(settings, given_name: str | None) -> str:
+    """``--name``, unless a search of that name exists (MLflow, or Tune's folder in the
+    storage): then an error, nothing created. Without ``--name``: a free ``dataset-time``."""
+    from ray.tune import Tuner
+
+    from orchestrator.resume import fresh_name
+    from orchestrator.runs import search_exists
+    from orchestrator.settings import experiment_path
+
+    def in_storage(candidate: str) -> bool:
+        return Tuner.can_restore(experiment_path(settings.storage, candidate))
+
+    if given_name is None:
+        return fresh_name(
+            settings.dataset or "search",
+            lambda c: search_exists(settings.tracking_uri, c) or in_storage(c),
+        )
+    if search_exists(settings.tracking_uri, given_name):
+        raise fail(
+            f"a search named {given_name} exists; resume it with --resume {given_name} or pick "
+            "another --name",
+            USAGE,
+        )
+    if in_storage(given_name):
+        raise fail(
+            f"--storage {settings.storage} already holds a search named {given_name}; resume it "
+            f"with --resume {given_name} or pick another --name",
+            USAGE,
+        )
+    return given_name
+
+
+def cpu_warning(console, splits, constants: dict, epochs: int) -> None:
+    """No GPU: say so, and how long one full trial of a real encoder would take here."""
+    from orchestrator.cpu_estimate import human, trial_seconds
+    from trainable.config import DialogueTRMConfig
+
+    cfg = DialogueTRMConfig(**{k: v for k, v in constants.items() if hasattr(DialogueTRMConfig, k)})
+    if cfg.encoder == "tiny":  # tiny trials are overhead-bound: no FLOP estimate
+        console.print("[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU.")
+        return
+    from transformers import AutoConfig
+
+    from trainable.encoder import resolve_encoder
+
+    enc = AutoConfig.from_pretrained(resolve_encoder(cfg.encoder), local_files_only=True)
+    turns = [u for d in splits.train for u in d.utterances]
+    words = sum(len(u.split()) for u in turns) / max(1, len(turns))
+    seconds = trial_seconds(
+        utterances=len(turns),
+        mean_utterance_tokens=1.3 * words,  # WordPiece splits ~1.3 tokens per word
+        k=constants.get("k", cfg.k),
+        max_length=cfg.max_length,
+        hidden=enc.hidden_size,
+        layers=enc.num_hidden_layers,
+        epochs=epochs,
+    )
+    console.print(
+        f"[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU. One full trial "
+        f"({cfg.encoder}, {epochs} epochs over {len(turns):,} training turns) would take about "
+        f"{human(seconds)} here. Use --quick for a CPU-sized search."
+    )

@@ -1,0 +1,141 @@
+"""What a finished search leaves on its MLflow parent run, from Tune's ``ResultGrid``.
+
+Each trial's run is tagged with where its best checkpoint is; the best trial's best
+checkpoint is uploaded as an artifact (on the parent and on that trial's run); the Optuna
+study is saved as JSON and drawn as plots; then the parent is closed FINISHED. Nothing here
+may fail a search that trained to its end: a missing piece is a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import warnings
+from pathlib import Path
+
+from orchestrator.runs import CHECKPOINT_TAG, STATE_TAG, TRIAL_TAG, trial_runs
+
+logger = logging.getLogger(__name__)
+
+
+def result_trial_id(result) -> str:
+    """A Result's trial id: reported with every result, else its folder's name (orch names
+    trial folders by trial id)."""
+    return str((result.metrics or {}).get("trial_id") or Path(result.path).name)
+
+
+def best_checkpoint(result, metric: str, mode: str):
+    """``(value, checkpoint)`` of the result's best kept checkpoint by ``metric``, or None."""
+    best = None
+    for checkpoint, metrics in result.best_checkpoints or []:
+        value = metrics.get(metric)
+        if not isinstance(value, int | float) or math.isnan(value):
+            continue
+        if best is None or (value > best[0] if mode == "max" else value < best[0]):
+            best = (float(value), checkpoint)
+    return best
+
+
+def finish(recorder, results, study=None) -> None:
+    """Record the end of a search that ran to its end, then close its parent FINISHED."""
+    parent = recorder.parent_run_id
+    try:
+        runs = {
+            r.data.tags.get(TRIAL_TAG): r.info.run_id
+            for r in trial_runs(recorder.client, recorder.experiment_id, parent)
+        }
+        best = None
+        for result in results:
+            found = best_checkpoint(result, recorder.metric, recorder.mode)
+            run_id = runs.get(result_trial_id(result))
+            if found is None or run_id is None:
+                continue
+            recorder.writer.set_tags(run_id, {CHECKPOINT_TAG: found[1].path})
+            if best is None or (
+                found[0] > best[0] if recorder.mode == "max" else found[0] < best[0]
+            ):
+                best = (found[0], found[1], result_trial_id(result), run_id)
+        if best is None:
+            logger.warning("no trial reported %s with a checkpoint", recorder.metric)
+        else:
+            log_best(recorder, *best)
+        if study is not None:
+            log_study(recorder, study)
+            log_plots(recorder, study)
+    finally:
+        recorder.writer.set_tags(parent, {STATE_TAG: "finished"})
+        recorder.close("FINISHED")
+
+
+def log_best(recorder, value: float, checkpoint, trial_id: str, run_id: str) -> None:
+    """The search's best checkpoint as an artifact on the parent and on its trial's run."""
+    writer, parent = recorder.writer, recorder.parent_run_id
+    with checkpoint.as_directory() as folder:  # downloads first when storage is remote
+        for target in (parent, run_id):
+            writer.log_artifacts(target, folder, "best_checkpoint")
+    writer.set_tags(
+        parent,
+        {
+            "orch.best_trial_id": trial_id,
+            "orch.best_run_id": run_id,
+            CHECKPOINT_TAG: checkpoint.path,
+        },
+    )
+    writer.log_metrics(parent, {f"best_{recorder.metric}": value}, step=0)
+
+
+def log_study(recorder, study) -> None:
+    """Every Optuna trial (state, value, params, intermediate values) as JSON on the parent,
+    so the study outlives the driver."""
+    rows = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "optuna_trials.json"
+        path.write_text(json.dumps(rows, indent=1))
+        recorder.writer.log_artifact(recorder.parent_run_id, path)
+
+
+def log_plots(recorder, study) -> None:
+    """Optimization history and parameter importances of the study, on the parent.
+
+    Importances need two or more completed trials with varying parameters; a plot that
+    cannot be drawn is skipped with a warning."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # the driver may have no display
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    plots = {
+        "optimization_history": (ovm.plot_optimization_history, 1),
+        "param_importances": (ovm.plot_param_importances, 2),
+    }
+    for name, (plot, needed) in plots.items():
+        if len(complete) < needed:
+            logger.warning("%s plot skipped: needs %d completed trials", name, needed)
+            continue
+        try:
+            with warnings.catch_warnings():
+                # Experimental-API notices, and importance caveats on tiny studies.
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{name}.png"
+                figure.savefig(path, bbox_inches="tight", dpi=110)
+                recorder.writer.log_artifact(recorder.parent_run_id, path, "plots")
+            plt.close(figure)
+        except Exception as error:  # plotting must never fail a finished search
+            logger.warning("%s plot skipped: %s", name, error)

@@ -1,0 +1,221 @@
+"""Everything one search needs besides the trainable: one dataclass, one set of defaults.
+
+``orch search`` has one option per field before ``mode`` (generated from this class, so the
+two cannot drift apart), and Python callers get the same defaults. Validation happens
+here, once, and its messages name the option a user typed (``--trials``, not ``num_samples``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from orchestrator.runs import DEFAULT_EXPERIMENT, metric_mode
+from orchestrator.strategies import SAMPLERS, SCHEDULERS
+from orchestrator.tracking import default_root
+
+DEFAULT_GPU_MEMORY_GB = 11.0  # the paper's card
+DEFAULT_EPOCHS = 10  # TrainConfig's default, when the space does not fix epochs
+
+
+class SettingsError(ValueError):
+    """A setting out of range; the message starts with the option's name."""
+
+
+def resolve_storage(storage: str | None) -> str:
+    """An absolute path or a URI (Ray's pyarrow filesystem rejects relative paths).
+
+    Default: ``ray/`` inside the project's MLflow folder (``./mlruns``), so one project
+    folder holds everything its searches write, and two folders never share search names."""
+    if storage and "://" in storage:
+        return storage
+    return str(Path(storage).expanduser().resolve() if storage else default_root() / "ray")
+
+
+def experiment_path(storage: str, name: str) -> str:
+    """Where Tune keeps search ``name``: ``<storage>/<name>`` (a path or a URI)."""
+    return f"{storage.rstrip('/')}/{name}"
+
+
+@dataclass
+class SearchSettings:
+    dataset: str | None = None
+    """A dataset of ``trainable.datasets.DATASETS``: the data, and the preset of space and
+    metric."""
+    space: str | Callable | None = None
+    """Search space: paper, quick, module:function or a .toml/.json ranges file [default: the
+    dataset's preset]."""
+    metric: str | None = None
+    """Metric to optimise [default: the dataset's, e.g. dev_weighted_f1]; losses and errors
+    are minimised, everything else maximised."""
+    trials: int = 40
+    """Number of trials (configs) to run."""
+    sampler: str = "tpe"
+    """Optuna sampler: tpe, random or gp."""
+    seed: int = 0
+    """Seed of the sampler."""
+    scheduler: str = "asha"
+    """asha (stop weak trials early) or none."""
+    epochs: int | None = None
+    """Epochs per trial, ASHA's last rung [default: the space's]."""
+    grace_period: int = 1
+    """ASHA: epochs every trial gets before it can be stopped."""
+    reduction_factor: float = 3.0
+    """ASHA: 1 in this many trials goes on at each rung."""
+    max_concurrent: int | None = None
+    """Trials running at once at most [default: as many as resources allow]."""
+    cpus_per_trial: float = 1.0
+    """CPUs per trial."""
+    gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
+    """GPU memory budget per trial in GB: bounds K, and shares larger cards."""
+    max_failures: int = 2
+    """Retries of a failed trial from its last checkpoint."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept per trial: its best by the metric."""
+    name: str | None = None
+    """Name of the search [default: dataset-date-time]."""
+    storage: str | None = None
+    """Where trial checkpoints live: a path or URI shared by all nodes [default: mlruns/ray]."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI [default: sqlite store under ./mlruns]."""
+    address: str | None = None
+    """Join a Ray cluster: auto or host:port [default: start a local Ray]."""
+    data_dir: str | None = None
+    """Folder with the dataset's files [default: looked up, see README]."""
+    max_dialogues: int | None = None
+    """Dialogues per split (a subset, for smoke searches)."""
+    # ---- from here on, not command-line options ----
+    mode: str | None = None
+    """max or min; decided by ``metric_mode(metric)`` unless given."""
+    gpus_per_trial: float = 0.0
+    """GPU (fraction) per trial: ``resources.gpu_share`` of the budget on the cluster's card."""
+    experiment: str = DEFAULT_EXPERIMENT
+    constants: dict = field(default_factory=dict)
+    """Added to every trial's config (cache_dir, label, ...)."""
+    points_to_evaluate: list[dict] | None = None
+    """Configs (sampled keys only) to try first, e.g. the paper's recipe."""
+    command_line: str | None = None
+    reuse_actors: bool = True
+    """Reuse trial processes: a fresh one costs ~2 s of start-up per trial on 2 CPUs
+    (bench/search_overhead.py: 2.15 s -> 0.36 s of overhead per trial); trials keep no state."""
+    live: bool = True
+    """Draw the live table on stderr."""
+    resume: bool = False
+    """Continue search ``name`` saved under ``storage``: space, sampler, scheduler and trial
+    count are the saved ones."""
+
+    def __post_init__(self) -> None:
+        from search_spaces import search_preset
+
+        preset = None
+        if self.dataset is not None:
+            try:
+                preset = search_preset(self.dataset)
+            except ValueError as error:
+                raise SettingsError(str(error)) from None
+        self.space = self.space or (preset.space if preset else "quick")
+        self.metric = self.metric or (preset.metric if preset else "dev_weighted_f1")
+        self.mode = self.mode or metric_mode(self.metric)
+        for name, known in (("sampler", SAMPLERS), ("scheduler", SCHEDULERS)):
+            if getattr(self, name) not in known:
+                raise SettingsError(
+                    f"{option(name)} {getattr(self, name)!r} is unknown; expected one of "
+                    f"{', '.join(known)}"
+                )
+        if self.mode not in ("max", "min"):
+            raise SettingsError(f"mode must be max or min, got {self.mode!r}")
+        at_least = {
+            "trials": 1, "epochs": 1, "grace_period": 1, "max_concurrent": 1,
+            "keep_checkpoints": 1, "max_failures": 0, "max_dialogues": 1,
+        }  # fmt: skip
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise SettingsError(f"{option(name)} must be >= {low}, got {value}")
+        for name in ("gpu_memory_gb", "cpus_per_trial"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{option(name)} must be > 0, got {getattr(self, name)}")
+        if not self.reduction_factor > 1:
+            raise SettingsError(f"--reduction-factor must be > 1, got {self.reduction_factor}")
+        self.storage = resolve_storage(self.storage)
+        if self.data_dir is not None:
+            self.data_dir = str(Path(self.data_dir).expanduser().resolve())
+        if not self.name:
+            self.name = f"{self.dataset or 'search'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    @property
+    def experiment_path(self) -> str:
+        return experiment_path(self.storage, self.name)
+
+    def build_space(self) -> WithConstants:
+        """The space, K bounded by the GPU budget, run constants appended; SettingsError
+        (naming --space) when it cannot be built or drawn, or when a space given by name
+        draws fields no config has."""
+        from search_spaces import bounded, describe
+        from trainable.features import default_cache_dir
+
+        try:
+            space = self.space if callable(self.space) else bounded(self.space, self.gpu_memory_gb)
+            names, constants = describe(space)
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
+        except Exception as error:  # noqa: BLE001 - a module:function space is user code
+            raise SettingsError(
+                f"--space {self.space}: drawing a config failed: {error!r}"
+            ) from None
+        if not callable(self.space):  # a Python caller's space may feed its own trainable
+            _check_keys(self.space, names, constants)
+        run = {
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "max_dialogues": self.max_dialogues,
+            "epochs": self.epochs,
+            # Trials run in their own working folder: the driver's absolute cache path.
+            "cache_dir": str(default_cache_dir().resolve()),
+            **self.constants,
+        }
+        if self.gpus_per_trial > 0:  # the trial caps its own GPU memory to the budget
+            run["gpu_memory_gb"] = self.gpu_memory_gb
+        return WithConstants(space, {k: v for k, v in run.items() if v is not None})
+
+    def max_t(self, space_constants: dict) -> int:
+        """Epochs per trial: --epochs, else the space's ``epochs`` constant, else 10."""
+        return self.epochs or int(space_constants.get("epochs", DEFAULT_EPOCHS))
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def option_fields() -> list:
+    """The fields that are ``orch search`` options, in order."""
+    names = [f.name for f in fields(SearchSettings)]
+    return [f for f in fields(SearchSettings) if names.index(f.name) < names.index("mode")]
+
+
+def _check_keys(space, names: list[str], constants: dict) -> None:
+    from trainable.tune_trainable import MODEL_KEYS, RUN_KEYS, TRAIN_KEYS
+
+    unknown = sorted((set(names) | set(constants)) - MODEL_KEYS - TRAIN_KEYS - RUN_KEYS)
+    if unknown:
+        raise SettingsError(
+            f"--space {space}: unknown parameter(s) {', '.join(unknown)}; expected fields of "
+            "DialogueTRMConfig or TrainConfig (see orch train --help)"
+        )
+
+
+class WithConstants:
+    """A space whose returned constants are extended with run settings (dataset, paths).
+
+    A class, not a closure: Ray pickles the searcher, space included, with plain pickle."""
+
+    def __init__(self, space: Callable, constants: dict):
+        from search_spaces.spaces import space_name
+
+        self.space, self.constants = space, dict(constants)
+        self.__name__ = space_name(space)
+
+    def __call__(self, trial) -> dict:
+        return {**(self.space(trial) or {}), **self.constants}

@@ -1,0 +1,66 @@
+"""How a search picks configs (Optuna samplers) and stops trials (Tune schedulers), by name.
+
+One entry per strategy: ``--sampler`` and ``--scheduler`` accept exactly these keys, and a new
+strategy is one more entry. Builders import Optuna and Ray when called, so naming and
+validating a strategy stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def _tpe(seed: int | None):
+    import optuna
+
+    # Optuna 5: multivariate, with the constant liar for trials running in parallel.
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _random(seed: int | None):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _gp(seed: int | None):
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed)  # Gaussian process; needs torch and scipy
+
+
+SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "random": _random, "gp": _gp}
+"""Sampler name -> ``f(seed)`` returning a seeded Optuna sampler."""
+
+
+def _asha(settings, searcher, max_t: int):
+    from orchestrator.optuna_pruning import PruningASHA
+
+    scheduler = PruningASHA(
+        metric=settings.metric,
+        mode=settings.mode,
+        max_t=max_t,
+        grace_period=min(settings.grace_period, max_t),
+        reduction_factor=settings.reduction_factor,
+        on_prune=searcher.mark_pruned,
+    )
+    searcher.keep_state_of(scheduler)  # ASHA's rungs are saved with the searcher
+    return scheduler
+
+
+def _none(settings, searcher, max_t: int):
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+SCHEDULERS: dict[str, Callable] = {"asha": _asha, "none": _none}
+"""Scheduler name -> ``f(settings, searcher, max_t)`` returning a Tune scheduler."""
+
+
+def make_sampler(name: str, seed: int | None):
+    return SAMPLERS[name](seed)
+
+
+def make_scheduler(name: str, settings, searcher, max_t: int):
+    return SCHEDULERS[name](settings, searcher, max_t)
