@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from orchestrator.runs import (
     CHECKPOINT_TAG,
     DEFAULT_EXPERIMENT,
+    FIDELITY_TAG,
     STATE_TAG,
     TRIAL_TAG,
     NoSearchError,
@@ -54,6 +55,8 @@ class BestTrial:
     command: str = ""
     failed: list[dict] = field(default_factory=list)
     """The search's failed trials: ``{"trial_id", "run_id", "reason"}`` (one line each)."""
+    fidelity: str = "finetune"
+    """``frozen``: a screening score (the encoder never trained), not the paper's protocol."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,4 +166,5 @@ def best_trial(
         checkpoint_storage=storage,
         command=train_command(params) if command else "",
         failed=failed,
+        fidelity=run.data.tags.get(FIDELITY_TAG, "finetune"),
     )

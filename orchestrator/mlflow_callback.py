@@ -28,6 +28,7 @@ from orchestrator.runs import (
     DRIVER_TAG,
     ERROR_TAG,
     FAILURE_TAG,
+    FIDELITY_TAG,
     KIND_TAG,
     NODE_TAG,
     PARENT_TAG,
@@ -37,6 +38,7 @@ from orchestrator.runs import (
     STATE_TAG,
     TRIAL_TAG,
     failure_reason,
+    fidelity,
 )
 
 # Ray's bookkeeping numbers: not metrics of the model.
@@ -140,7 +142,12 @@ class MlflowSearchCallback(Callback):
             self.writer.reopen(self.parent_run_id)
             self.writer.set_tags(self.parent_run_id, {DRIVER_TAG: driver})
             return self.parent_run_id
-        tags = {SEARCH_TAG: self.search_name, KIND_TAG: "search", DRIVER_TAG: driver}
+        tags = {
+            SEARCH_TAG: self.search_name,
+            KIND_TAG: "search",
+            DRIVER_TAG: driver,
+            FIDELITY_TAG: self.parent_params.get("fidelity", "finetune"),
+        }
         self.parent_run_id = self.writer.start_run(
             self.experiment_id, self.search_name, tags, self.parent_params
         )
@@ -187,6 +194,7 @@ class MlflowSearchCallback(Callback):
                 TRIAL_TAG: trial_id,
                 SEARCH_TAG: self.search_name,
                 KIND_TAG: "trial",
+                FIDELITY_TAG: fidelity(trial.config),
                 "orch.trial_path": str(trial.path),
             }
             run_id = self.writer.start_run(self.experiment_id, trial_id, tags, trial.config)

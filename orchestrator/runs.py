@@ -28,12 +28,18 @@ FAILURE_TAG = "orch.failure"  # ... and its reason in one line (``failure_reason
 RESTARTS_TAG = "orch.restarts"  # how often Ray restarted the trial from a checkpoint
 DRIVER_TAG = "orch.driver"  # host:pid of the driver that last ran the search
 RESUMES_TAG = "orch.resumes"  # how often the search was resumed
+FIDELITY_TAG = "orch.fidelity"  # frozen (a screen: encoder never trained) | finetune
 DEFAULT_EXPERIMENT = "orch-search"
 LATEST = "latest"
 
 
 class NoSearchError(LookupError):
     """No search (or no scored trial) where one was asked for."""
+
+
+def fidelity(config: dict) -> str:
+    """``frozen`` when the config freezes the encoder (a screening fidelity), else ``finetune``."""
+    return "frozen" if str(config.get("freeze_encoder")) == "True" else "finetune"
 
 
 def better(a: float, b: float | None, mode: str) -> bool:

@@ -50,6 +50,12 @@ class SearchSettings:
     metric: str | None = None
     """Metric to optimise [default: the dataset's, e.g. dev_weighted_f1]; losses and errors
     are minimised, everything else maximised."""
+    encoder: str | None = None
+    """Utterance encoder of every trial: a Hugging Face id, a local folder, minilm or tiny
+    [default: the space's]; the learning-rate range and the memory budget follow it."""
+    freeze_encoder: bool = False
+    """Screening fidelity: the encoder never trains, its vectors are computed once and
+    cached, only the layers above it train (labelled frozen in MLflow and orch best)."""
     trials: int = 40
     """Number of trials (configs) to run."""
     sampler: str = "tpe"
@@ -89,6 +95,8 @@ class SearchSettings:
     # ---- from here on, not command-line options ----
     mode: str | None = None
     """max or min; decided by ``metric_mode(metric)`` unless given."""
+    modalities: tuple[str, ...] | None = None
+    """Modalities the data has (u, a, v): a space samples fusion only for two or more."""
     gpus_per_trial: float = 0.0
     """GPU (fraction) per trial: ``resources.gpu_share`` of the budget on the cluster's card."""
     experiment: str = DEFAULT_EXPERIMENT
@@ -157,7 +165,15 @@ class SearchSettings:
         from trainable.features import default_cache_dir
 
         try:
-            space = self.space if callable(self.space) else bounded(self.space, self.gpu_memory_gb)
+            space = self.space
+            if not callable(space):
+                space = bounded(
+                    space,
+                    self.gpu_memory_gb,
+                    encoder=self.encoder,
+                    frozen=self.freeze_encoder,
+                    modalities=self.modalities,
+                )
             names, constants = describe(space)
         except ValueError as error:
             raise SettingsError(str(error)) from None
@@ -172,6 +188,8 @@ class SearchSettings:
             "data_dir": self.data_dir,
             "max_dialogues": self.max_dialogues,
             "epochs": self.epochs,
+            "encoder": self.encoder,
+            "freeze_encoder": True if self.freeze_encoder else None,
             # Trials run in their own working folder: the driver's absolute cache path.
             "cache_dir": str(default_cache_dir().resolve()),
             **self.constants,

@@ -30,6 +30,7 @@ from orchestrator.mlflow_callback import MlflowSearchCallback
 from orchestrator.mlflow_writer import git_commit
 from orchestrator.resources import connect_ray
 from orchestrator.resume import restored_parts
+from orchestrator.runs import fidelity
 from orchestrator.settings import SearchSettings, option_fields
 from orchestrator.strategies import make_sampler, make_scheduler
 
@@ -149,7 +150,7 @@ def _restore(trainable, settings: SearchSettings, console, callbacks):
     return tuner, searcher, recorder, table if settings.live else None
 
 
-def parent_params(settings: SearchSettings, space, max_t: int) -> dict:
+def parent_params(settings: SearchSettings, space, max_t: int, constants: dict) -> dict:
     """What the parent run records: every option as typed (so ``--resume`` can compare),
     and what was derived from them."""
     params = {f.name: getattr(settings, f.name) for f in option_fields()}
@@ -160,6 +161,7 @@ def parent_params(settings: SearchSettings, space, max_t: int) -> dict:
         "space_bounded": space.__name__,
         "mode": settings.mode,
         "max_t": max_t,
+        "fidelity": fidelity(constants),  # from what trials get: the option or the space
         "gpus_per_trial": settings.gpus_per_trial,
         "command": settings.command_line or shlex.join(sys.argv),
         "git_commit": git_commit(),
@@ -191,7 +193,7 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         mode=settings.mode,
         tracking_uri=settings.tracking_uri,
         experiment=settings.experiment,
-        parent_params=parent_params(settings, space, max_t),
+        parent_params=parent_params(settings, space, max_t, constants),
         is_pruned=searcher.is_pruned,
     )
     recorder.open()  # one process creates/migrates the store, before any trial

@@ -12,6 +12,7 @@ beforehand with :func:`bounded`, which returns a ``functools.partial`` of the sp
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable
@@ -25,30 +26,60 @@ from search_spaces.custom import space_from_file
 Space = Callable[[optuna.Trial], dict]
 
 
-def paper(trial: optuna.Trial, k_max: int = 14) -> dict:
+# Learning rates by what trains (see ``lr_range``): fine-tuning a pretrained encoder wants small
+# steps (paper: 6e-6 for BERT-base), a random-init encoder trained from scratch large ones, and
+# the layers above a frozen encoder (all random-init, none pretrained) sit in between.
+LR_RANGES = {
+    "finetune": (1e-6, 1e-4),
+    "scratch": (3e-4, 1e-2),
+    "frozen": (1e-5, 3e-3),
+}
+
+
+def lr_range(encoder: str, frozen: bool = False) -> tuple[float, float]:
+    """The learning-rate range for trials of ``encoder`` (frozen or not)."""
+    if frozen:
+        return LR_RANGES["frozen"]
+    return LR_RANGES["scratch" if encoder == "tiny" else "finetune"]
+
+
+def paper(
+    trial: optuna.Trial,
+    k_max: int = 14,
+    lr: tuple[float, float] = LR_RANGES["finetune"],
+    fusion: bool = True,
+) -> dict:
     """Around the paper's recipe (Section 5.2: lr 6e-6, warmup 1,200, K 14, 6/4 layers).
 
-    ``k_max`` is the largest window the trial's memory budget affords (paper: 14 on 11 GB).
+    ``k_max`` is the largest window the trial's memory budget affords (paper: 14 on 11 GB);
+    ``lr`` the range for what trains (``lr_range``); ``fusion`` whether the data has more
+    than one modality (text-only data has no fusion, so its layer count would be noise).
     """
-    trial.suggest_float("lr", 1e-6, 5e-5, log=True)
+    trial.suggest_float("lr", *lr, log=True)
     trial.suggest_int("warmup_steps", 0, 2000, step=100)
     trial.suggest_int("k", 1, k_max)
     trial.suggest_int("intra_layers", 1, 6)
-    trial.suggest_int("inter_layers", 1, 4)
+    if fusion:
+        trial.suggest_int("inter_layers", 1, 4)
     trial.suggest_float("dropout", 0.0, 0.3)
     # Pinned because the memory budget that bounds K assumes them.
     return {"encoder": "bert-base-uncased", "max_length": 256, "batch_size": 4}
 
 
-def quick(trial: optuna.Trial, k_max: int = 8) -> dict:
+def quick(
+    trial: optuna.Trial,
+    k_max: int = 8,
+    lr: tuple[float, float] = LR_RANGES["scratch"],
+    fusion: bool = True,
+) -> dict:
     """Tiny random-init encoder, two epochs: a search that runs on a laptop CPU in minutes."""
-    # A quick trial is only a few dozen steps: a short warmup, a learning rate for training a
-    # random-init encoder from scratch.
-    trial.suggest_float("lr", 3e-4, 1e-2, log=True)
+    # A quick trial is only a few dozen steps: a short warmup.
+    trial.suggest_float("lr", *lr, log=True)
     trial.suggest_int("warmup_steps", 0, 30)
     trial.suggest_int("k", 1, k_max)
     trial.suggest_int("intra_layers", 1, 2)
-    trial.suggest_int("inter_layers", 1, 2)
+    if fusion:
+        trial.suggest_int("inter_layers", 1, 2)
     trial.suggest_float("dropout", 0.0, 0.3)
     return {
         "encoder": "tiny",
@@ -85,24 +116,42 @@ BUDGETS: dict[str, tuple[MemoryProfile, int]] = {
 }
 
 
-def bounded(name: str, gpu_memory_gb: float | None = None) -> Space:
-    """Space ``name`` with K bounded by what ``gpu_memory_gb`` affords (see ``budget``).
+def bounded(
+    name: str,
+    gpu_memory_gb: float | None = None,
+    *,
+    encoder: str | None = None,
+    frozen: bool = False,
+    modalities: tuple[str, ...] | None = None,
+) -> Space:
+    """Space ``name`` with its bounds fitted to the search: K to what ``gpu_memory_gb``
+    affords with ``encoder`` (see ``budget``), the learning rate to what trains (``encoder``,
+    default the space's own, and ``frozen``), and fusion dimensions only when the data has
+    more than one of ``modalities``. Other spaces (files, module:function) come as they are.
 
-    Without a budget the space keeps its own default bound. With one, K's upper bound is the
+    Without a budget K keeps the space's default bound; with one, K's upper bound is the
     largest K whose estimate fits, capped at the space's ceiling (so 11 GB gives the paper's
     1..14). Raises ValueError if the budget cannot hold even K = 1.
     """
     space = get_space(name)
-    if gpu_memory_gb is None or name not in BUDGETS:
+    if name not in SPACES:
         return space
-    profile, ceiling = BUDGETS[name]
-    k = largest_k(gpu_memory_gb, profile)
-    if k is None or k < 1:
-        raise ValueError(
-            f"--gpu-memory-gb {gpu_memory_gb} is too small for space {name!r}: its trials "
-            "need more than that even at K = 1 (see search_spaces/budget.py)"
-        )
-    return functools.partial(space, k_max=min(k, ceiling))
+    own = describe(space)[1].get("encoder", "bert-base-uncased")
+    bounds: dict = {"lr": lr_range(encoder or own, frozen)}
+    if modalities is not None:
+        bounds["fusion"] = len(modalities) > 1
+    if gpu_memory_gb is not None and name in BUDGETS:
+        profile, ceiling = BUDGETS[name]
+        if encoder:
+            profile = dataclasses.replace(profile, encoder=encoder)
+        k = largest_k(gpu_memory_gb, profile)
+        if k is None or k < 1:
+            raise ValueError(
+                f"--gpu-memory-gb {gpu_memory_gb} is too small for space {name!r}: its trials "
+                "need more than that even at K = 1 (see search_spaces/budget.py)"
+            )
+        bounds["k_max"] = min(k, ceiling)
+    return functools.partial(space, **bounds)
 
 
 def get_space(name: str) -> Space:

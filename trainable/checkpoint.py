@@ -2,7 +2,7 @@
 
 A checkpoint is a folder:
     config.json    model config, train config, dataset name and label names (plain JSON)
-    model.pt       the model's state dict
+    model.pt       the model's state dict (without a frozen pretrained encoder's weights)
     trainer.pt     optimizer, scheduler, grad scaler and RNG states (only for resumable ones)
     state.json     epoch, best epoch, best score and the per-epoch history
     tokenizer/     the encoder's tokenizer (the tiny encoder's vocabulary is trained per dataset)
@@ -30,13 +30,20 @@ def save_checkpoint(
     state: dict,
     tokenizer=None,
     trainer_state: dict | None = None,
+    skip_prefix: str | None = None,
 ) -> Path:
-    """Write every file into a temporary sibling folder, then move it into place."""
+    """Write every file into a temporary sibling folder, then move it into place.
+
+    ``skip_prefix`` leaves weights out of ``model.pt`` (a frozen pretrained encoder: the
+    loader takes them from the encoder's own files, and each checkpoint stays small)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
-        torch.save(model.state_dict(), tmp / "model.pt")
+        weights = model.state_dict()
+        if skip_prefix:
+            weights = {k: v for k, v in weights.items() if not k.startswith(skip_prefix)}
+        torch.save(weights, tmp / "model.pt")
         if trainer_state is not None:
             torch.save(trainer_state, tmp / "trainer.pt")
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -69,6 +69,9 @@ class DialogueTRMConfig:
     """Table 3 ablation: False gives the context tokens segment id 0 like the utterance."""
     sep_tokens: bool = field(default=True, metadata=_SHAPES)
     """Table 3 ablation: False drops the [SEP] tokens around the indi-context."""
+    freeze_encoder: bool = False
+    """Screening fidelity: the utterance encoder never trains; its [CLS] vectors (eq 1) are
+    computed once per input and cached, and only the layers above it train."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (encoder and Transformers) to save memory."""
     precision: str = "fp32"

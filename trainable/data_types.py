@@ -47,5 +47,10 @@ class DatasetSplits:
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """What the data holds: u (text) always, a and v when their features are there."""
+        return ("u",) + (("a",) if self.audio_dim else ()) + (("v",) if self.visual_dim else ())
+
     def splits(self) -> dict[str, list[Dialogue]]:
         return {"train": self.train, "dev": self.dev, "test": self.test}

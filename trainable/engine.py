@@ -30,6 +30,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+ENCODER_PREFIX = "utterance.encoder."
+
+
+def load_weights(model: DialogueTRM, weights: dict, encoder_outside: bool) -> None:
+    """Load a checkpoint's weights; without the encoder's when they live outside it."""
+    missing, unexpected = model.load_state_dict(weights, strict=not encoder_outside)
+    if encoder_outside and (unexpected or [k for k in missing if not k.startswith(ENCODER_PREFIX)]):
+        raise RuntimeError(f"checkpoint does not fit the model: {missing or unexpected}")
+
+
+def turns(item: dict) -> int:
+    return len(item["features"] if "features" in item else item["input_ids"])
+
+
 def length_batches(items: list[dict], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Batches of dialogues of similar size (turns x longest input), in a seeded random order.
 
@@ -37,7 +51,7 @@ def length_batches(items: list[dict], batch_size: int, seed: int, epoch: int) ->
     padding stays small; the order depends only on (seed, epoch), which makes resuming exact.
     """
     rng = random.Random(seed * 100_003 + epoch)
-    size = [len(it["input_ids"]) * max(len(t) for t in it["input_ids"]) for it in items]
+    size = [turns(it) * max((len(t) for t in it.get("input_ids", ())), default=1) for it in items]
     order = sorted(range(len(items)), key=lambda i: size[i] * (0.9 + 0.2 * rng.random()))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
@@ -190,6 +204,12 @@ class Trainer:
         return self.best
 
     # -- checkpoints ---------------------------------------------------------------------
+    @property
+    def encoder_outside(self) -> bool:
+        """A frozen pretrained encoder's weights stay in its own files, not in checkpoints."""
+        config = self.model.config
+        return config.freeze_encoder and config.encoder != "tiny"
+
     def meta(self) -> dict:
         encoder = self.model.utterance.encoder
         return {
@@ -198,6 +218,7 @@ class Trainer:
             "model": self.model.config.to_dict(),
             "train": asdict(self.cfg),
             "encoder_config": encoder.config.to_dict(),
+            "encoder_weights": "pretrained" if self.encoder_outside else "checkpoint",
         }
 
     def save(self, path: Path, resumable: bool = True) -> Path:
@@ -218,12 +239,13 @@ class Trainer:
             state=state,
             tokenizer=self.tokenizer,
             trainer_state=trainer_state if resumable else None,
+            skip_prefix=ENCODER_PREFIX if self.encoder_outside else None,
         )
 
     def resume(self, path: Path) -> None:
         """Continue exactly where the checkpoint at ``path`` stopped."""
         state = read_json(path, "state.json")
-        self.model.load_state_dict(load_tensors(path, "model.pt", self.device))
+        load_weights(self.model, load_tensors(path, "model.pt", self.device), self.encoder_outside)
         trainer_state = load_tensors(path, "trainer.pt", "cpu")
         self.optimizer.load_state_dict(trainer_state["optimizer"])
         self.scheduler.load_state_dict(trainer_state["scheduler"])

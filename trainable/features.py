@@ -59,6 +59,8 @@ class EncodedSplits:
     test: list[dict]
     path: Path
     from_cache: bool
+    frozen_from_cache: bool | None = None
+    """With a frozen encoder: whether its [CLS] vectors came from the cache."""
 
 
 def _rows(dialogues: list[Dialogue], builder: InputBuilder) -> dict[str, list]:

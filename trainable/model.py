@@ -45,7 +45,9 @@ class UtteranceEncoder(nn.Module):
             enable({"use_reentrant": False})
             encoder.config.use_cache = False
 
-    def forward(self, input_ids, attention_mask, token_type_ids, turn_mask):
+    def forward(self, input_ids, attention_mask, token_type_ids, turn_mask, features=None):
+        if features is not None:  # a frozen encoder's cached [CLS] vectors, (B, L, He)
+            return self.proj(features) if self.proj is not None else features  # (B, L, H)
         B, L, T = input_ids.shape  # (B, L, T): T tokens per turn
         valid = turn_mask.reshape(-1).nonzero().squeeze(1)  # (N,) turns that exist
         width = self.encoder.config.hidden_size
@@ -205,8 +207,10 @@ class DialogueTRM(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def _forward_window(self, input_ids, attention_mask, token_type_ids, turn_mask, audio, visual):
-        r = {"u": self.utterance(input_ids, attention_mask, token_type_ids, turn_mask)}  # eq 1
+    def _forward_window(
+        self, input_ids, attention_mask, token_type_ids, turn_mask, audio, visual, features
+    ):
+        r = {"u": self.utterance(input_ids, attention_mask, token_type_ids, turn_mask, features)}
         features = {"a": audio, "v": visual}
         for m in self.projections:
             if features[m] is None:
@@ -217,18 +221,26 @@ class DialogueTRM(nn.Module):
         return self.discriminator(o).float()  # eq 17, (B, L, C)
 
     def forward_chunks(
-        self, input_ids, attention_mask, token_type_ids, turn_mask, audio=None, visual=None
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        turn_mask=None,
+        audio=None,
+        visual=None,
+        features=None,
     ) -> Iterator[tuple[int, int, torch.Tensor]]:
         """Yield ``(start, end, logits)`` for turns [start, end) of every chunk.
 
         Each chunk is computed over a window that starts ``config.chunk_prefix`` turns earlier,
         which covers everything its turns can attend to through the stacked masks, so the
         outputs equal the whole-dialogue ones. A trainer may call backward per chunk.
+        ``features`` (B, L, He), a frozen encoder's cached vectors, replace the token inputs.
         """
-        L = input_ids.shape[1]
+        L = turn_mask.shape[1]
         size = self.config.chunk_size or L
         dtype = DTYPES[self.config.precision]
-        device_type = input_ids.device.type
+        device_type = turn_mask.device.type
         for start in range(0, L, size):
             end, first = min(start + size, L), max(0, start - self.config.chunk_prefix)
 
@@ -243,15 +255,23 @@ class DialogueTRM(nn.Module):
                     cut(turn_mask),
                     cut(audio),
                     cut(visual),
+                    cut(features),
                 )
             yield start, end, logits[:, start - first :]
 
     def forward(
-        self, input_ids, attention_mask, token_type_ids, turn_mask, audio=None, visual=None
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        turn_mask=None,
+        audio=None,
+        visual=None,
+        features=None,
     ):
         """Logits (CE) or values (DE) for every turn: (B, L, num_labels)."""
         chunks = self.forward_chunks(
-            input_ids, attention_mask, token_type_ids, turn_mask, audio, visual
+            input_ids, attention_mask, token_type_ids, turn_mask, audio, visual, features
         )
         return torch.cat([logits for _, _, logits in chunks], dim=1)
 

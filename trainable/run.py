@@ -16,7 +16,7 @@ import torch
 from trainable.checkpoint import load_tensors, load_tokenizer_from, read_json
 from trainable.config import DialogueTRMConfig
 from trainable.encoder import build_encoder, encoder_from_config
-from trainable.engine import TrainConfig, Trainer
+from trainable.engine import TrainConfig, Trainer, load_weights
 from trainable.features import encode_splits
 from trainable.model import DialogueTRM
 
@@ -57,6 +57,8 @@ def prepare(
     data = encode_splits(splits, model_config, cache_dir)
     seed_everything(train_config.seed)
     model = DialogueTRM(model_config, build_encoder(model_config, data.tokenizer))
+    if model_config.freeze_encoder:
+        freeze(model, data, train_config)
     return Trainer(
         model,
         data.tokenizer,
@@ -67,13 +69,32 @@ def prepare(
     )
 
 
+def freeze(model: DialogueTRM, data, train_config: TrainConfig) -> None:
+    """The frozen-encoder fidelity: no encoder gradients, ever, and every dialogue carries
+    its cached [CLS] vectors instead of tokens (``trainable.frozen``)."""
+    from trainable.engine import resolve_device
+    from trainable.frozen import attach_frozen_features
+
+    encoder = model.utterance.encoder
+    encoder.requires_grad_(False)
+    device = resolve_device(train_config.device)
+    encoder.to(device)
+    data.frozen_from_cache = attach_frozen_features(
+        data, model.config, encoder, model.utterance.segments, device
+    )
+
+
 def load_model(path: str | Path, device: str = "cpu") -> tuple[DialogueTRM, object, dict]:
     """Rebuild a trained model from a checkpoint folder (no download, no unpickling)."""
     meta = read_json(path, "config.json")
     config = DialogueTRMConfig.from_dict(meta["model"])
     tokenizer = load_tokenizer_from(path)
-    model = DialogueTRM(config, encoder_from_config(meta["encoder_config"]))
-    model.load_state_dict(load_tensors(path, "model.pt", device))
+    outside = meta.get("encoder_weights") == "pretrained"  # a frozen encoder's own files
+    encoder = build_encoder(config, tokenizer) if outside else None
+    model = DialogueTRM(config, encoder or encoder_from_config(meta["encoder_config"]))
+    load_weights(model, load_tensors(path, "model.pt", device), outside)
+    if config.freeze_encoder:
+        model.utterance.encoder.requires_grad_(False)
     return model.to(device).eval(), tokenizer, meta
 
 
@@ -96,6 +117,8 @@ def evaluate_checkpoint(
         meta["dataset"], data_dir, max_dialogues=max_dialogues, seed=train.seed, label=label
     )
     data = encode_splits(splits, model.config, tokenizer=tokenizer)
+    if model.config.freeze_encoder:
+        freeze(model, data, train)
     trainer = Trainer(
         model, tokenizer, data, train, label_names=meta["label_names"], dataset=meta["dataset"]
     )

@@ -56,6 +56,13 @@ def best(
                 key, "" if dev is None else f"{dev:.4g}", "" if test is None else f"{test:.4g}"
             )
     console.print(scores)
+    if found.fidelity == "frozen":
+        console.print(
+            "fidelity: [yellow]frozen encoder[/] (a screening score: only the layers above "
+            "the encoder trained; fine-tune the config for the paper's protocol)"
+        )
+    else:
+        console.print("fidelity: fine-tuned encoder")
     config = Table(title="config", show_header=False)
     config.add_column("param", style="cyan")
     config.add_column("value")

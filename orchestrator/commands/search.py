@@ -64,6 +64,8 @@ def search(
         )
     except DataError as error:
         raise fail(str(error)) from None
+    settings.modalities = splits.modalities
+    space = _space(settings)  # again, now that the data's modalities are known
     _, constants = _describe(space)
     preflight.check_encoder(constants.get("encoder", "bert-base-uncased"))
     preflight.check_storage(settings.storage)

@@ -24,6 +24,7 @@ from orchestrator.options import (
     dataclass_parameters,
     option_name,
 )
+from orchestrator.runs import FIDELITY_TAG, fidelity
 from trainable.config import DialogueTRMConfig, TrainConfig
 from trainable.datasets.registry import dataset_help
 from trainable.presets import TRAIN_PRESETS, default_preset
@@ -114,7 +115,10 @@ def train(
     params.update(label=label, num_parameters=trainer.model.num_parameters())
     run_id = writer.start_run(
         writer.experiment(experiment),
-        tags={"orch.command": shlex.join(["orch", *sys.argv[1:]])},
+        tags={
+            "orch.command": shlex.join(["orch", *sys.argv[1:]]),
+            FIDELITY_TAG: fidelity(params),
+        },
         params=params,
     )
 

@@ -178,7 +178,7 @@ def test_resume_accepts_repeated_options_and_names_those_that_differ(tmp_path, m
     settings = SearchSettings(
         dataset="synthetic", space="quick", max_dialogues=300, trials=6, name="taken"
     )
-    params = parent_params(settings, settings.build_space(), max_t=2)
+    params = parent_params(settings, settings.build_space(), max_t=2, constants={})
     saved = {k: str(v) for k, v in params.items()}
     typed = SearchSettings(dataset="synthetic", trials=6, seed=3, storage=str(tmp_path / "x"))
     given = {k: getattr(typed, k) for k in ("dataset", "trials", "seed", "storage")}

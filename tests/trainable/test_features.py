@@ -40,6 +40,7 @@ ALTERNATIVES = {
     "intra_transformer": False,
     "segment_embedding": False,
     "sep_tokens": False,
+    "freeze_encoder": True,  # tokens stay; the frozen vectors have a cache of their own
     "gradient_checkpointing": True,
     "precision": "bf16",
     "chunk_size": 2,
