@@ -29,6 +29,25 @@ from orchestrator.runs import (
 )
 
 DEFAULT_METRIC = "dev_weighted_f1"
+
+
+def logged_summaries(parent) -> dict:
+    """``{fidelity: {"seeds", "mean", "std"}}`` from a parent run's ``eval_*`` metrics
+    (written by ``orch evaluate``; see ``orchestrator.evaluation``)."""
+    found: dict = {}
+    for key, value in parent.data.metrics.items():
+        if not key.startswith("eval_"):
+            continue
+        fid, _, rest = key[len("eval_") :].partition("_")
+        entry = found.setdefault(fid, {"seeds": 0, "mean": {}, "std": {}})
+        if rest == "seeds":
+            entry["seeds"] = int(value)
+        elif rest.endswith(("_mean", "_std")):
+            name, _, kind = rest.rpartition("_")
+            entry[kind][name] = value
+    return found
+
+
 RUN_OPTIONS = ("dataset", "data_dir", "max_dialogues")
 
 __all__ = ["BestTrial", "NoSearchError", "best_trial", "failure_summary"]
@@ -57,6 +76,8 @@ class BestTrial:
     """The search's failed trials: ``{"trial_id", "run_id", "reason"}`` (one line each)."""
     fidelity: str = "finetune"
     """``frozen``: a screening score (the encoder never trained), not the paper's protocol."""
+    evaluation: dict = field(default_factory=dict)
+    """``orch evaluate``'s seed-averaged test scores by fidelity: seeds, mean, std."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,4 +188,5 @@ def best_trial(
         command=train_command(params) if command else "",
         failed=failed,
         fidelity=run.data.tags.get(FIDELITY_TAG, "finetune"),
+        evaluation=logged_summaries(parent),
     )

@@ -29,18 +29,21 @@ def main(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """Tune and track DialogueTRM: `orch search`, `orch best`, `orch train`, `orch ui`."""
+    """Tune and track DialogueTRM: `orch search`, `orch best`, `orch evaluate`, `orch train`,
+    `orch ui`."""
     # MLflow announces store creation and migrations at INFO: not the user's business.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 from orchestrator.commands.best import best  # noqa: E402
+from orchestrator.commands.evaluate import evaluate  # noqa: E402
 from orchestrator.commands.search import search  # noqa: E402
 from orchestrator.commands.train import train  # noqa: E402
 from orchestrator.commands.ui import ui  # noqa: E402
 
 app.command()(search)
 app.command()(best)
+app.command()(evaluate)
 app.command()(train)
 app.command()(ui)
 

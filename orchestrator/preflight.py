@@ -123,6 +123,7 @@ def cpu_warning(console, splits, constants: dict, epochs: int) -> None:
     enc = AutoConfig.from_pretrained(resolve_encoder(cfg.encoder), local_files_only=True)
     turns = [u for d in splits.train for u in d.utterances]
     words = sum(len(u.split()) for u in turns) / max(1, len(turns))
+    frozen = bool(constants.get("freeze_encoder"))
     seconds = trial_seconds(
         utterances=len(turns),
         mean_utterance_tokens=1.3 * words,  # WordPiece splits ~1.3 tokens per word
@@ -130,8 +131,17 @@ def cpu_warning(console, splits, constants: dict, epochs: int) -> None:
         max_length=cfg.max_length,
         hidden=enc.hidden_size,
         layers=enc.num_hidden_layers,
-        epochs=epochs,
+        epochs=1 if frozen else epochs,
     )
+    if frozen:  # one forward pass (a third of a training step) over train, dev and test
+        turns_all = turns + [u for d in (*splits.dev, *splits.test) for u in d.utterances]
+        seconds *= len(turns_all) / max(1, len(turns)) / 3
+        console.print(
+            f"[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU. The frozen "
+            f"{cfg.encoder} encodes every input once per K (about {human(seconds)} here, then "
+            "cached); trials train only the layers above it."
+        )
+        return
     console.print(
         f"[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU. One full trial "
         f"({cfg.encoder}, {epochs} epochs over {len(turns):,} training turns) would take about "

@@ -110,12 +110,12 @@ def search_name(run) -> str:
 
 
 def trial_runs(client, experiment_id: str, parent_run_id: str) -> list:
-    """Every child run of the parent, all pages."""
+    """Every trial run of the search (not its evaluation runs), all pages."""
     runs, token = [], None
     while True:
         page = client.search_runs(
             [experiment_id],
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{KIND_TAG}` = 'trial'",
             max_results=1000,
             page_token=token,
         )

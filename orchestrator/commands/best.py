@@ -56,6 +56,17 @@ def best(
                 key, "" if dev is None else f"{dev:.4g}", "" if test is None else f"{test:.4g}"
             )
     console.print(scores)
+    for fid, summary in sorted(found.evaluation.items()):
+        mean, std = summary["mean"], summary["std"]
+        scores_text = ", ".join(
+            f"{k} {mean[k]:.2f} ± {std[k]:.2f}"
+            for k in ("weighted_f1", "weighted_acc", "mean_pearson")
+            if k in mean
+        )
+        console.print(
+            f"orch evaluate ({fid}, {summary['seeds']} seeds, test at the best dev epoch): "
+            f"[bold]{scores_text}[/]"
+        )
     if found.fidelity == "frozen":
         console.print(
             "fidelity: [yellow]frozen encoder[/] (a screening score: only the layers above "

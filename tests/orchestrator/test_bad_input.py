@@ -291,6 +291,19 @@ TABLE = {
         ("--tracking-uri", "127.0.0.1"),
         storage=False,
     ),
+    # --- orch evaluate ------------------------------------------------------------------------
+    "evaluate-seeds-0": Row(
+        seeded("evaluate", "taken", "--seeds", "0"), USAGE, ("--seeds", "0"), storage=False
+    ),
+    "evaluate-no-search": Row(
+        lambda tmp: ["evaluate", "ghost"], USAGE, ("ghost", "no search"), storage=False
+    ),
+    "evaluate-unknown-in-store": Row(
+        seeded("evaluate", "ghost"), USAGE, ("ghost", "taken"), storage=False
+    ),
+    "evaluate-no-finished-trial": Row(
+        seeded("evaluate", "taken"), RUNTIME, ("taken", "no finished trial"), storage=False
+    ),
     # --- orch train (same loaders, same rules) ----------------------------------------------
     "train-missing-data-dir": Row(
         lambda tmp: ["train", "--dataset", "meld", "--data-dir", str(tmp / "absent")],

@@ -138,7 +138,7 @@ def test_build_space_bounds_k_and_adds_run_constants(tmp_path):
         constants={"label": "emotion"},
     )
     space = settings.build_space()
-    assert isinstance(space.space, functools.partial) and space.space.keywords == {"k_max": 14}
+    assert isinstance(space.space, functools.partial) and space.space.keywords["k_max"] == 14
     assert space.constants["data_dir"] == str(tmp_path)
     assert space.constants["dataset"] == "meld" and space.constants["label"] == "emotion"
     assert space.constants["gpu_memory_gb"] == 11

@@ -54,12 +54,12 @@ def test_space_values_build_valid_configs(name):
 
 def test_paper_ranges():
     configs = draw(SPACES["paper"], n=60)
-    assert all(1e-6 <= c["lr"] <= 5e-5 for c in configs)
+    assert all(1e-6 <= c["lr"] <= 1e-4 for c in configs)
     assert all(c["warmup_steps"] % 100 == 0 and 0 <= c["warmup_steps"] <= 2000 for c in configs)
     assert all(1 <= c["k"] <= 14 for c in configs)
     assert all(1 <= c["intra_layers"] <= 6 and 1 <= c["inter_layers"] <= 4 for c in configs)
     # Log scale: a good share of draws lands in the lowest decade.
-    assert sum(c["lr"] < 1e-5 for c in configs) > len(configs) / 3
+    assert sum(c["lr"] < 1e-5 for c in configs) > len(configs) / 4
 
 
 def test_quick_ranges_and_constants():
@@ -104,13 +104,14 @@ def test_describe_separates_sampled_and_constants():
 
 def test_bounded_binds_k_from_budget_without_changing_the_space():
     space = bounded("paper", 11)
-    assert isinstance(space, functools.partial) and space.keywords == {"k_max": 14}
+    assert isinstance(space, functools.partial) and space.keywords["k_max"] == 14
+    assert space.func is SPACES["paper"]
     assert (
         max(c["k"] for c in draw(bounded("paper", 6.5), n=40))
         <= bounded("paper", 6.5).keywords["k_max"]
         < 14
     )
-    assert bounded("paper", None) is SPACES["paper"]
+    assert "k_max" not in bounded("paper", None).keywords  # no budget: the space's own bound
     with pytest.raises(ValueError, match="gpu-memory-gb"):
         bounded("paper", 2)
 
@@ -173,3 +174,27 @@ def test_search_spaces_import_nothing_heavy():
     code = f"import sys, search_spaces; print(sorted({heavy!r} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bounds_follow_the_encoder_the_fidelity_and_the_modalities():
+    from search_spaces.spaces import LR_RANGES
+
+    def ranges(**kwargs):
+        configs = draw(bounded("paper", 11, **kwargs), n=40)
+        return min(c["lr"] for c in configs), max(c["lr"] for c in configs), configs
+
+    for kwargs, kind in (
+        ({}, "finetune"),  # bert-base-uncased, the space's own encoder
+        ({"encoder": "minilm"}, "finetune"),
+        ({"encoder": "tiny"}, "scratch"),
+        ({"encoder": "minilm", "frozen": True}, "frozen"),
+    ):
+        low, high, _ = ranges(**kwargs)
+        assert LR_RANGES[kind][0] <= low and high <= LR_RANGES[kind][1], kwargs
+    _, _, text_only = ranges(modalities=("u",))
+    assert not any("inter_layers" in c for c in text_only)  # no fusion: a dead dimension
+    _, _, multi = ranges(modalities=("u", "a"))
+    assert all("inter_layers" in c for c in multi)
+    # A smaller encoder leaves more memory for context: K reaches further in 11 GB.
+    assert bounded("paper", 11, encoder="minilm").keywords["k_max"] > 14
+    assert bounded("paper", 11).keywords["k_max"] == 14
