@@ -75,7 +75,7 @@ def join_ray(address: str | None) -> None:
         raise fail(f"--address {address}: cannot join the Ray cluster: {first}") from None
 
 
-def search_name(settings, given_name: str | None) -> str:
+def pick_name(settings, given_name: str | None) -> str:
     """``--name``, unless a search of that name exists (MLflow, or Tune's folder in the
     storage): then an error, nothing created. Without ``--name``: a free ``dataset-time``."""
     from ray.tune import Tuner

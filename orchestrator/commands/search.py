@@ -25,7 +25,6 @@ OPTIONS = [f.name for f in option_fields()]
 
 
 def search(
-    ctx: typer.Context,
     quick: bool = typer.Option(
         False,
         help=f"Tiny encoder, {QUICK_DIALOGUES} dialogues per split, 2 epochs: a CPU smoke search.",
@@ -49,11 +48,11 @@ def search(
         given.setdefault("space", "quick")
         given.setdefault("max_dialogues", QUICK_DIALOGUES)
     if resume is not None:
-        return _resume(ctx, resume, given, json_out)
+        return _resume(resume, given, json_out)
     if "dataset" not in given:
         raise fail("--dataset is required (or --resume NAME to continue a search)", USAGE)
     settings = _settings(given, command_line=shlex.join(["orch", *sys.argv[1:]]))
-    space = _space(settings)
+    _space(settings)  # a bad space fails before the data is read
 
     from orchestrator import preflight
     from trainable.datasets import DataError, load_dataset
@@ -70,7 +69,7 @@ def search(
     preflight.check_encoder(constants.get("encoder", "bert-base-uncased"))
     preflight.check_storage(settings.storage)
     preflight.check_services(settings.tracking_uri, settings.address)
-    settings.name = preflight.search_name(settings, given.get("name"))
+    settings.name = preflight.pick_name(settings, given.get("name"))
     if dry_run:
         return _plan(settings, space, json_out)
     preflight.join_ray(settings.address)
@@ -152,7 +151,7 @@ def _run(settings: SearchSettings, console, json_out: bool) -> None:
     _report(result, settings, json_out)
 
 
-def _resume(ctx, wanted: str, given: dict, json_out: bool) -> None:
+def _resume(wanted: str, given: dict, json_out: bool) -> None:
     """``orch search --resume NAME|latest``: continue a stopped search where it stopped."""
     from orchestrator import preflight
     from orchestrator.resume import changed_settings, live_driver
@@ -246,12 +245,11 @@ _base = [
     if p.kind != inspect.Parameter.VAR_KEYWORD
 ]
 search.__signature__ = inspect.Signature(
-    _base[:1]  # ctx
-    + dataclass_parameters(
+    dataclass_parameters(
         SearchSettings,
         only=OPTIONS,
         helps={"dataset": f"{dataset_help()}: the data, and the preset of space and metric."},
     )
     # The command's own (--quick, --dry-run, --json, --resume) after the settings.
-    + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _base[1:]]
+    + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _base]
 )

@@ -51,7 +51,7 @@ def test_every_option_is_a_settings_field_and_back():
     generated = [name for name in params if name in OPTIONS]
     assert generated == [f.name for f in option_fields()]
     assert all(params[name].default.default is None for name in generated)
-    own = {"ctx", "quick", "dry_run", "json_out", "resume"}
+    own = {"quick", "dry_run", "json_out", "resume"}
     assert set(params) == own | set(OPTIONS)
 
 
