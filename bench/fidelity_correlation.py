@@ -7,8 +7,9 @@ fine-tuned, and the Spearman rank correlation of their dev scores.
 Configs are drawn from the paper space (text only: no fusion dimensions; K up to ``--k-max``,
 the frozen MELD search's 14) with a seeded random sampler. Both fidelities get the same K, layers, dropout and warmup; the learning rate is the
 same quantile of each fidelity's own range (``search_spaces.spaces.LR_RANGES``: a frozen
-encoder trains random-init layers only, a fine-tuned one needs far smaller steps), so "the
-same config" means the same point of the space. Each config is trained once per fidelity on
+encoder trains random-init layers only, a fine-tuned one needs far smaller steps), and the
+warm-up the same share of training as on full MELD (``scaled_warmup``), so "the same config"
+means the same point of the space. Each config is trained once per fidelity on
 the first ``--dialogues`` dialogues of every MELD split, and judged by its best dev weighted F1
 (the search metric). A correlation near 1 means a frozen search ranks configs the way a
 fine-tuning one would.
@@ -55,6 +56,16 @@ def same_quantile(lr: float, source: tuple[float, float], target: tuple[float, f
     return math.exp(math.log(target[0]) + q * (math.log(target[1]) - math.log(target[0])))
 
 
+FULL_MELD_STEPS = 260 * 10  # optimizer steps of a full-MELD trial: 1,039 dialogues / 4 x 10
+
+
+def scaled_warmup(warmup: int, args) -> int:
+    """The same share of training as warm-up: the space's warm-up (up to 2,000 steps) is
+    meant for full MELD, and on a subset it would outlast the whole run."""
+    steps = -(-args.dialogues // 4) * args.epochs
+    return round(warmup * steps / FULL_MELD_STEPS)
+
+
 def train(config: dict, frozen: bool, args, cache: Path) -> tuple[float, float]:
     """(best dev weighted F1, seconds) of one training."""
     from trainable.config import DialogueTRMConfig, TrainConfig
@@ -66,6 +77,7 @@ def train(config: dict, frozen: bool, args, cache: Path) -> tuple[float, float]:
         **{k: v for k, v in config.items() if k in model_keys}, freeze_encoder=frozen
     )
     values = {k: v for k, v in config.items() if k in train_keys}
+    values["warmup_steps"] = scaled_warmup(values.get("warmup_steps", 0), args)
     train_cfg = TrainConfig(**{**values, "epochs": args.epochs, "seed": args.seed, "device": "cpu"})
     started = time.perf_counter()
     trainer = prepare(
