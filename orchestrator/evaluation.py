@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from ray.tune import Callback
 
+from orchestrator.mlflow_callback import RAY_KEYS, error_text
 from orchestrator.mlflow_writer import MlflowWriter
 from orchestrator.runs import (
     FIDELITY_TAG,
@@ -28,8 +29,6 @@ from orchestrator.runs import (
 
 SEED_TAG = "orch.seed"
 KIND = "evaluation"
-RAY_KEYS = {"training_iteration", "timestamp", "pid", "iterations_since_restore"}
-RAY_KEYS |= {"time_since_restore", "time_total_s"}
 
 
 @dataclass
@@ -152,8 +151,6 @@ class EvaluationRecorder(Callback):
         self.open.discard(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        from orchestrator.mlflow_callback import error_text
-
         reason = failure_reason(error_text(trial))
         self.writer.end_run(
             self.runs[trial.trial_id], "FAILED", {STATE_TAG: "failed", "orch.failure": reason}
