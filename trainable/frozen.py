@@ -115,21 +115,21 @@ def attach_frozen_features(data, config, encoder, segments: bool, device="cpu") 
     """Give every dialogue of ``data`` its ``features`` (L, He) and drop its token lists;
     returns whether the vectors came from the cache."""
     path = frozen_path(data, config, encoder)
-    if path is None:
-        vectors = {
+
+    def encode_all() -> dict[str, np.ndarray]:
+        return {
             s: encode_inputs(encoder, _turns(getattr(data, s)), segments, device) for s in SPLITS
         }
-        cached = False
+
+    if path is None:
+        vectors, cached = encode_all(), False
     else:
         with file_lock(path.parent / f"{path.name}.lock"):
             cached = (path / "complete").exists()
             if cached:
                 vectors = {s: np.load(path / f"{s}.npy", allow_pickle=False) for s in SPLITS}
             else:
-                vectors = {
-                    s: encode_inputs(encoder, _turns(getattr(data, s)), segments, device)
-                    for s in SPLITS
-                }
+                vectors = encode_all()
                 _write(path, vectors)
     for split in SPLITS:
         dialogues = getattr(data, split)

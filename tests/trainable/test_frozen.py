@@ -11,24 +11,13 @@ import pytest
 import torch
 
 import trainable.frozen as frozen
+from tests.helpers import tiny_config
 from trainable.batching import collate
 from trainable.config import DialogueTRMConfig, TrainConfig
 from trainable.features import encode_splits
 from trainable.run import prepare
 
-TINY = DialogueTRMConfig(
-    encoder="tiny",
-    hidden_size=32,
-    intra_layers=1,
-    intra_heads=2,
-    inter_layers=1,
-    inter_heads=2,
-    ffn_size=64,
-    max_length=48,
-    k=3,
-    tiny_vocab_size=200,
-    freeze_encoder=True,
-)
+TINY = tiny_config(intra_layers=1, inter_layers=1, dropout=0.1, max_length=48, freeze_encoder=True)
 TRAIN = TrainConfig(lr=1e-3, warmup_steps=0, epochs=1, batch_size=4, device="cpu")
 
 
