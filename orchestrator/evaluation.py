@@ -54,9 +54,17 @@ class Evaluation:
         return asdict(self)
 
 
-def trial_config(params: dict, finetune: bool) -> dict:
+FINETUNE_ENCODER_LR = 3e-5
+"""The encoder's rate when a frozen screen's winner is fine-tuned: inside the range BERT's
+authors recommend for fine-tuning (2e-5 to 5e-5), and the hand-set MiniLM reference's."""
+
+
+def trial_config(params: dict, finetune: bool, encoder_lr: float | None = None) -> dict:
     """A trial's config back from its MLflow params (strings), typed by the config fields;
-    ``finetune`` turns a frozen screen's winner into the paper's fine-tuning protocol."""
+    ``finetune`` turns a frozen screen's winner into the paper's fine-tuning protocol. The
+    screen searched ``lr`` for the layers above a frozen encoder, a rate far too high for a
+    pretrained encoder, so the encoder gets ``encoder_lr`` (default FINETUNE_ENCODER_LR) and
+    the layers above keep the searched ``lr``."""
     from orchestrator.options import parse_value
     from trainable.config import DialogueTRMConfig, TrainConfig
     from trainable.tune_trainable import MODEL_KEYS, RUN_KEYS, TRAIN_KEYS
@@ -70,8 +78,11 @@ def trial_config(params: dict, finetune: bool) -> dict:
             config[key] = parse_value(TrainConfig, key, text)
         elif key in RUN_KEYS and text != "None":
             config[key] = run_types.get(key, str)(text)
-    if finetune:
+    if finetune and config.get("freeze_encoder"):
         config["freeze_encoder"] = False
+        config["encoder_lr"] = encoder_lr or config.get("encoder_lr") or FINETUNE_ENCODER_LR
+    elif encoder_lr is not None:
+        config["encoder_lr"] = encoder_lr
     return config
 
 

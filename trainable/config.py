@@ -155,6 +155,10 @@ def feature_fields() -> tuple[str, ...]:
 class TrainConfig:
     lr: float = 6e-6
     """Peak learning rate of AdamW (paper: 6e-6)."""
+    encoder_lr: float | None = None
+    """Peak learning rate of the utterance encoder when it trains (None: ``lr``). Lets a frozen
+    screen's winner be fine-tuned with its searched ``lr`` above the encoder and a fine-tuning
+    rate inside it (discriminative learning rates)."""
     warmup_steps: int = 1200
     """Linear warmup steps before the linear decay to zero (paper: 1,200)."""
     epochs: int = 10
@@ -173,6 +177,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.encoder_lr is not None and not self.encoder_lr > 0:
+            raise ValueError(f"encoder_lr must be > 0 (or unset), got {self.encoder_lr}")
         for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

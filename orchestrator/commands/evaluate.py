@@ -17,6 +17,11 @@ def evaluate(
     finetune: bool = typer.Option(
         False, "--finetune", help="Fine-tune the encoder even if the search screened it frozen."
     ),
+    encoder_lr: float | None = typer.Option(
+        None,
+        help="Peak rate of the encoder when it trains \\[default with --finetune on a frozen "
+        "screen: 3e-5; the layers above keep the searched --lr].",
+    ),
     max_concurrent: int | None = typer.Option(None, help="Seeds training at once at most."),
     cpus_per_trial: float | None = typer.Option(
         None, help="CPUs per seed \\[default: the search's]."
@@ -30,6 +35,8 @@ def evaluate(
     """Retrain the best trial's config from scratch per seed; test each at its best dev epoch."""
     if seeds < 1:
         raise fail(f"--seeds must be >= 1, got {seeds}", USAGE)
+    if encoder_lr is not None and not encoder_lr > 0:
+        raise fail(f"--encoder-lr must be > 0, got {encoder_lr}", USAGE)
     if max_concurrent is not None and max_concurrent < 1:
         raise fail(f"--max-concurrent must be >= 1, got {max_concurrent}", USAGE)
     if cpus_per_trial is not None and not cpus_per_trial > 0:
@@ -49,7 +56,7 @@ def evaluate(
         best = best_trial(tracking_uri, name=search, command=False)
     except NoSearchError as error:
         raise fail(f"orch evaluate {search}: no finished trial to evaluate ({error})") from None
-    config = trial_config(best.params, finetune)
+    config = trial_config(best.params, finetune, encoder_lr)
     fid = fidelity(config)
     runs = evaluation_runs(client, experiment_id, parent.info.run_id, fid)
     todo = [s for s in range(seeds) if s not in runs or runs[s].info.status != "FINISHED"]

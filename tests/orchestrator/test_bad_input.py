@@ -295,6 +295,12 @@ TABLE = {
     "evaluate-seeds-0": Row(
         seeded("evaluate", "taken", "--seeds", "0"), USAGE, ("--seeds", "0"), storage=False
     ),
+    "evaluate-encoder-lr-0": Row(
+        seeded("evaluate", "taken", "--encoder-lr", "0"),
+        USAGE,
+        ("--encoder-lr", "0"),
+        storage=False,
+    ),
     "evaluate-no-search": Row(
         lambda tmp: ["evaluate", "ghost"], USAGE, ("ghost", "no search"), storage=False
     ),

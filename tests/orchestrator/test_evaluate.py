@@ -97,3 +97,16 @@ def test_seeds_mean_and_resume(searched):
     assert {r.info.run_id for r in evaluation_runs(uri).values()} == {
         r.info.run_id for r in again.values()
     }
+
+
+def test_finetuning_a_frozen_screen_keeps_its_lr_above_a_fine_tuning_encoder_rate():
+    from orchestrator.evaluation import FINETUNE_ENCODER_LR, trial_config
+
+    screened = {"lr": "0.0005", "k": "5", "freeze_encoder": "True", "encoder": "minilm"}
+    config = trial_config(screened, finetune=True)
+    assert config["freeze_encoder"] is False and config["lr"] == 5e-4 and config["k"] == 5
+    assert config["encoder_lr"] == FINETUNE_ENCODER_LR
+    assert trial_config(screened, finetune=True, encoder_lr=1e-5)["encoder_lr"] == 1e-5
+    assert "encoder_lr" not in trial_config(screened, finetune=False)  # the screen as it ran
+    finetuned = {"lr": "3e-05", "freeze_encoder": "False"}
+    assert "encoder_lr" not in trial_config(finetuned, finetune=True)  # one rate, as searched

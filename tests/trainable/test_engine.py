@@ -143,3 +143,28 @@ def test_length_batches_are_seeded_and_cover_everything():
     assert sorted(i for b in a for i in b) == list(range(30))
     assert a == length_batches(items, 4, seed=1, epoch=0)
     assert a != length_batches(items, 4, seed=1, epoch=1)
+
+
+def test_encoder_lr_gets_its_own_groups_and_follows_the_schedule():
+    model = torch.nn.Module()
+    model.utterance = torch.nn.Module()
+    model.utterance.encoder = torch.nn.Linear(4, 4)
+    model.head = torch.nn.Linear(4, 2)
+    groups = param_groups(model, 0.01, encoder_lr=0.1)
+    opt = torch.optim.AdamW(groups, lr=1.0)
+
+    def ids_at(lr: float) -> set[int]:
+        return {id(p) for g in opt.param_groups if g["lr"] == lr for p in g["params"]}
+
+    assert ids_at(0.1) == {id(p) for p in model.utterance.encoder.parameters()}
+    assert ids_at(1.0) == {id(p) for p in model.head.parameters()}
+    sched = linear_schedule(opt, warmup_steps=0, total_steps=4)
+    opt.step()
+    sched.step()
+    assert sorted(sched.get_last_lr()) == pytest.approx([0.075, 0.075, 0.75, 0.75])
+    assert [len(g["params"]) for g in param_groups(model, 0.01)] == [2, 2]  # no split without
+
+
+def test_encoder_lr_must_be_positive():
+    with pytest.raises(ValueError, match="encoder_lr"):
+        TrainConfig(encoder_lr=0.0)
