@@ -3,13 +3,15 @@ fine-tuned, and the Spearman rank correlation of their dev scores.
 
     python bench/fidelity_correlation.py                       # 8 configs, MELD subset, MiniLM
     python bench/fidelity_correlation.py --configs 12 --dialogues 200 --epochs 3 --out r.json
+    python bench/fidelity_correlation.py --protocol quantile   # the first runs' lr mapping
 
 Configs are drawn from the paper space (text only: no fusion dimensions; K up to ``--k-max``,
-the frozen MELD search's 14) with a seeded random sampler. Both fidelities get the same K, layers, dropout and warmup; the learning rate is the
-same quantile of each fidelity's own range (``search_spaces.spaces.LR_RANGES``: a frozen
-encoder trains random-init layers only, a fine-tuned one needs far smaller steps), and the
-warm-up the same share of training as on full MELD (``scaled_warmup``), so "the same config"
-means the same point of the space. Each config is trained once per fidelity on
+the frozen MELD search's 14) with a seeded random sampler. Both fidelities get the same K,
+layers, dropout and warm-up (the same share of training as on full MELD: ``scaled_warmup``).
+The learning rate follows ``--protocol``: ``encoder-lr`` (default) is what
+``orch evaluate --finetune`` does with a screen's winner, the searched rate for the layers
+above the encoder and ``--encoder-lr`` inside it; ``quantile`` gives the fine-tuned run the
+same quantile of the fine-tuning range (``search_spaces.spaces.LR_RANGES``) for every layer. Each config is trained once per fidelity on
 the first ``--dialogues`` dialogues of every MELD split, and judged by its best dev weighted F1
 (the search metric). A correlation near 1 means a frozen search ranks configs the way a
 fine-tuning one would.
@@ -97,6 +99,11 @@ def main() -> None:
     parser.add_argument(
         "--k-max", type=int, default=14, help="Largest K drawn (the frozen search's: 14)."
     )
+    parser.add_argument("--protocol", choices=("encoder-lr", "quantile"), default="encoder-lr")
+    parser.add_argument("--encoder-lr", type=float, default=3e-5, help="With encoder-lr.")
+    parser.add_argument(
+        "--hidden-size", type=int, default=768, help="Of the layers above (MiniLM's width: 384)."
+    )
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "meld"))
     parser.add_argument("--out", type=Path, default=None, help="Write the raw results as JSON.")
     args = parser.parse_args()
@@ -111,8 +118,13 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="orch-fidelity-") as tmp:
         for i, frozen_config in enumerate(configs):
-            lr = same_quantile(frozen_config["lr"], LR_RANGES["frozen"], LR_RANGES["finetune"])
-            finetune_config = {**frozen_config, "lr": lr}
+            frozen_config["hidden_size"] = args.hidden_size
+            if args.protocol == "quantile":
+                lr = same_quantile(frozen_config["lr"], LR_RANGES["frozen"], LR_RANGES["finetune"])
+                finetune_config = {**frozen_config, "lr": lr}
+            else:
+                lr = frozen_config["lr"]
+                finetune_config = {**frozen_config, "encoder_lr": args.encoder_lr}
             frozen_f1, frozen_s = train(frozen_config, True, args, Path(tmp))
             finetune_f1, finetune_s = train(finetune_config, False, args, Path(tmp))
             rows.append({
