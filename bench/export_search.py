@@ -4,16 +4,14 @@
         --out results/meld/frozen_search.json --plot results/meld/frozen_search_history.png
 
 Writes the parent's params and metrics, every trial's state, params, per-epoch dev/test
-weighted F1 and dev loss, the best trial as `orch best --json` reports it, and copies the
-search's optimization-history plot.
+weighted F1 and dev loss, the best trial as `orch best --json` reports it, and draws the
+search's optimization history (every trial, pruned ones included) from those curves.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 
@@ -41,6 +39,7 @@ def main() -> None:
             "params": {k: v for k, v in run.data.params.items() if k not in ("cache_dir", "data_dir")},
             "epochs": [{"epoch": step, **values} for step, values in sorted(history.items())],
             "seconds": (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else None,
+            "start": run.info.start_time,
         })  # fmt: skip
     best = best_trial(args.tracking_uri, name=args.name).to_dict()
     best["params"] = {k: v for k, v in best["params"].items() if k not in ("cache_dir", "data_dir")}
@@ -56,11 +55,15 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(export, indent=1))
     if args.plot:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(
-                parent.info.run_id, "plots/optimization_history.png", tmp
-            )
-            shutil.copy(local, args.plot)
+        from orchestrator.history_plot import TrialCurve, draw_history
+
+        metric, mode = best["metric"], best["mode"]
+        ordered = sorted(trials, key=lambda t: t["start"])
+        curves = [
+            TrialCurve(t["state"], tuple(e[metric] for e in t["epochs"] if metric in e))
+            for t in ordered
+        ]
+        draw_history(curves, metric, mode, args.plot)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,8 @@ def log_study(recorder, study) -> None:
 
 
 def log_plots(recorder, study) -> None:
-    """Optimization history and parameter importances of the study, on the parent.
+    """Optimization history (every trial, pruned ones too: ``history_plot``) and parameter
+    importances of the study, on the parent.
 
     Importances need two or more completed trials with varying parameters; a plot that
     cannot be drawn is skipped with a warning."""
@@ -117,25 +118,29 @@ def log_plots(recorder, study) -> None:
     import optuna.visualization.matplotlib as ovm
     from optuna.trial import TrialState
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    plots = {
-        "optimization_history": (ovm.plot_optimization_history, 1),
-        "param_importances": (ovm.plot_param_importances, 2),
-    }
-    for name, (plot, needed) in plots.items():
-        if len(complete) < needed:
-            logger.warning("%s plot skipped: needs %d completed trials", name, needed)
-            continue
+    from orchestrator.history_plot import draw_history, study_curves
+
+    with tempfile.TemporaryDirectory() as tmp:
         try:
-            with warnings.catch_warnings():
-                # Experimental-API notices, and importance caveats on tiny studies.
-                warnings.simplefilter("ignore")
-                axes = plot(study)
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{name}.png"
-                figure.savefig(path, bbox_inches="tight", dpi=110)
-                recorder.writer.log_artifact(recorder.parent_run_id, path, "plots")
-            plt.close(figure)
+            path = Path(tmp) / "optimization_history.png"
+            draw_history(study_curves(study), recorder.metric, recorder.mode, path)
+            recorder.writer.log_artifact(recorder.parent_run_id, path, "plots")
         except Exception as error:  # plotting must never fail a finished search
-            logger.warning("%s plot skipped: %s", name, error)
+            logger.warning("optimization_history plot skipped: %s", error)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        logger.warning("param_importances plot skipped: needs 2 completed trials")
+        return
+    try:
+        with warnings.catch_warnings():
+            # Experimental-API notices, and importance caveats on tiny studies.
+            warnings.simplefilter("ignore")
+            axes = ovm.plot_param_importances(study)
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "param_importances.png"
+            figure.savefig(path, bbox_inches="tight", dpi=110)
+            recorder.writer.log_artifact(recorder.parent_run_id, path, "plots")
+        plt.close(figure)
+    except Exception as error:  # plotting must never fail a finished search
+        logger.warning("param_importances plot skipped: %s", error)
