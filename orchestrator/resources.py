@@ -122,14 +122,24 @@ def probe_gpu_memory_gb(timeout_s: float = 60.0) -> float | None:
         return None
 
 
-def gpu_share(gpu_memory_gb: float, card_gb: float | None) -> float:
+CUDA_CONTEXT_GB = 0.5
+"""Memory each process's CUDA context takes outside PyTorch's allocator (kernels, cuBLAS and
+cuDNN handles: ~0.3-0.6 GB, depending on the card and CUDA version); a trial's budget caps only
+the allocator (``set_per_process_memory_fraction``), so the context comes on top of it."""
+
+
+def gpu_share(
+    gpu_memory_gb: float, card_gb: float | None, context_gb: float = CUDA_CONTEXT_GB
+) -> float:
     """Fraction of one GPU a trial with budget ``gpu_memory_gb`` asks for on a ``card_gb`` card.
 
-    ``1 / n`` with n the number of budgets that fit the card: a whole number of trials per
-    card, so Ray never packs more than fit. A budget at least the card's size takes a whole
-    GPU; an unknown card size is treated the same way."""
+    ``1 / n`` with n the number of trials whose budget plus CUDA context (``context_gb`` each)
+    fit the card: a whole number of trials per card, so Ray never packs more than fit. A card
+    that holds at most one takes a whole GPU; an unknown card size is treated the same way."""
     if gpu_memory_gb <= 0:
         raise ValueError(f"--gpu-memory-gb must be > 0, got {gpu_memory_gb}")
-    if not card_gb or gpu_memory_gb >= card_gb:
+    if context_gb < 0:
+        raise ValueError(f"CUDA context size must be >= 0 GB, got {context_gb}")
+    if not card_gb:
         return 1.0
-    return 1.0 / math.floor(card_gb / gpu_memory_gb)
+    return 1.0 / max(1, math.floor(card_gb / (gpu_memory_gb + context_gb)))

@@ -1,44 +1,95 @@
-"""A simple estimate of one trial's peak GPU memory, and the largest context window K that fits.
+"""Peak memory of one DialogueTRM training step, the largest K that fits a budget, and the
+cheapest memory settings (precision, gradient checkpointing, chunking) that fit a config.
 
-The paper trained DialogueTRM (BERT-base, 6 intra- / 4 inter-modal layers, hidden 768) on an
-11 GB GPU and could afford K <= 14. This module turns that single fact into a budget model so a
-search space can keep K inside the memory a trial is given instead of wasting trials on OOM.
+The estimate, in bytes, of the memory a trial's allocator holds at its peak::
 
-The estimate, in bytes::
+    peak = static + SLACK * (saved + transient)
 
-    peak = OVERHEAD + 16 * parameters + CALIBRATION * activations
+- ``static``: fp32 weights (4 B per parameter) plus, for every parameter that trains, its
+  gradient (4 B) and AdamW's two moments (8 B). A frozen encoder costs its weights only.
+- ``saved``: the tensors autograd keeps for backward at the end of one chunk's forward pass,
+  the sum over ``FEATURES`` of a count (values of one kind, from the shapes) times a fitted
+  byte cost per value (``COEFFICIENTS``, by precision and gradient checkpointing). The costs
+  were fitted by ``bench/memory_model.py`` to saved-tensor bytes measured on CPU with
+  ``torch.autograd.graph.saved_tensors_hooks`` (unique storages, parameters excluded) on a
+  grid of small random-init models; its worst error on that grid is ``FIT_ERROR``, and
+  ``tests/search_spaces/test_budget.py`` re-measures a few configs against the estimate.
+- ``transient``: backward's working set (the largest activation's gradient; with
+  checkpointing, one encoder layer recomputed). ``SLACK``: GPU allocator fragmentation, an
+  assumption (1.1) until measured on a GPU (none was available for the fit).
 
-- ``OVERHEAD``: CUDA context, cuBLAS workspaces and allocator slack (a fixed 0.75 GB).
-- ``16 * parameters``: fp32 weights, gradients and AdamW's two moments (4 + 4 + 8 bytes);
-  mixed precision keeps fp32 master weights, so this term does not shrink with it.
-- ``activations``: what backward needs, per Korthikanti et al. 2022 ("Reducing activation
-  recomputation in large transformer models"): a Transformer layer over a sequence of s tokens
-  keeps about ``17 * s * h + 2.5 * heads * s**2`` values (``2 *`` that many in fp32 bytes, as
-  many bytes per value in bf16/fp16). Gradient checkpointing keeps only each layer's input
-  (``s * h`` values) plus one layer's full set, recomputed during backward.
-  Eq 1 encodes every turn as ``[CLS] utterance [SEP] indi-context [SEP]``: with two speakers
-  alternating, the indi-context holds about K/2 earlier utterances, so a sequence is about
-  ``3 + utterance_tokens * (1 + K / 2)`` tokens, capped at ``max_length``. A batch holds
-  ``batch_size`` dialogues of ``turns`` turns each (fewer per backward with ``chunk_size``).
-  The intra-modal Transformers run over turns and the inter-modal one over 7 vectors per turn.
-- ``CALIBRATION`` scales the textbook activation count to what PyTorch really holds (autograd
-  saves extra copies, the allocator fragments); it is fitted so the paper's configuration
-  peaks just under 11 GB at K = 14 and just over at K = 15 (see ``tests/search_spaces``).
+The CUDA context (~0.3-0.6 GB per process) lives outside the allocator and outside this
+budget: ``orchestrator.resources.gpu_share`` leaves room for it on a shared card.
 
-It is an estimate for bounding a search space, not a promise: real peaks depend on the
-dataset's utterance and dialogue lengths, which is why those are part of the profile.
+Shapes come from the data's worst batch (the encoder pads every turn to the batch's longest
+input): ``MemoryProfile``'s defaults are MELD's, by ``bench/memory_model.py --lengths``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 GB = 1024**3
-OVERHEAD_BYTES = 0.75 * GB
-STATE_BYTES_PER_PARAM = 16  # fp32 weight + grad + AdamW exp_avg + exp_avg_sq
-# Fitted: paper profile -> 10.8 GB at K = 14, 11.25 GB at K = 15 (static part: 4.3 GB).
-CALIBRATION = 1.33
 K_CEILING = 64  # largest K largest_k() considers; beyond it the window covers whole dialogues
+SLACK = 1.1
+VOCAB_TINY = 4000  # the tiny encoder's default vocabulary (DialogueTRMConfig.tiny_vocab_size)
+CHUNK_SIZES = (16, 8, 4, 2, 1)  # chunk sizes memory="auto" may pick, cheapest (largest) first
+CHECKPOINT_COST = 4 / 3  # checkpointing recomputes each forward once: ~1/3 more compute
+
+FEATURES = (
+    "enc_tokens",  # encoder layers x sequences x tokens x encoder width
+    "enc_scores",  # encoder layers x sequences x heads x tokens^2 (attention probabilities)
+    "embed_tokens",  # sequences x tokens x encoder width (embeddings, layer-0 input)
+    "intra_rows",  # intra layers x modalities x dialogues x turns x hidden
+    "intra_ffn",  # intra layers x modalities x dialogues x turns x ffn width
+    "intra_scores",  # intra layers x modalities x dialogues x heads x turns^2
+    "inter_rows",  # inter layers x turns x fusion tokens x hidden (fusion tokens: 1 + 2 pairs)
+    "inter_ffn",  # inter layers x turns x fusion tokens x ffn width
+    "inter_scores",  # inter layers x turns x heads x fusion tokens^2
+    "head_rows",  # dialogues x turns x hidden x (modalities + 3 per gated pair): gates, heads
+    "cast_params",  # matmul weights: autocast keeps a 16-bit copy of each for backward
+)
+
+# Bytes per counted value, fitted by bench/memory_model.py (see its printed table); keys:
+# (precision class, gradient checkpointing). fp16 costs what bf16 does (both 2-byte).
+# The encoder's fp32 costs match Korthikanti et al. 2022: 71.5 B = ~17.9 fp32 values per token
+# and width per layer, ~12 B per attention score (probabilities, dropout output and mask).
+# CPU autocast keeps layer norms and softmax in fp32, so bf16 saves only ~30 %; on a GPU the
+# fused attention kernels save no scores at all (unmeasured here: no GPU).
+COEFFICIENTS: dict[tuple[str, bool], dict[str, float]] = {
+    ("fp32", False): {
+        "enc_tokens": 71.503, "enc_scores": 11.891, "embed_tokens": 14.892,
+        "intra_rows": 57.729, "intra_ffn": 12.703, "intra_scores": 0.0,
+        "inter_rows": 43.564, "inter_ffn": 11.676, "inter_scores": 24.105,
+        "head_rows": 6.733, "cast_params": 0.0,
+    },
+    ("fp32", True): {
+        "enc_tokens": 4.432, "enc_scores": 0.0, "embed_tokens": 12.371,
+        "intra_rows": 4.082, "intra_ffn": 0.89, "intra_scores": 0.006,
+        "inter_rows": 48.104, "inter_ffn": 11.942, "inter_scores": 10.699,
+        "head_rows": 8.168, "cast_params": 0.0,
+    },
+    ("half", False): {
+        "enc_tokens": 50.305, "enc_scores": 12.097, "embed_tokens": 12.286,
+        "intra_rows": 35.334, "intra_ffn": 8.748, "intra_scores": 5.895,
+        "inter_rows": 32.533, "inter_ffn": 3.889, "inter_scores": 15.969,
+        "head_rows": 0.131, "cast_params": 1.966,
+    },
+    ("half", True): {
+        "enc_tokens": 3.884, "enc_scores": 0.0, "embed_tokens": 13.053,
+        "intra_rows": 6.985, "intra_ffn": 0.0, "intra_scores": 1.991,
+        "inter_rows": 23.634, "inter_ffn": 6.319, "inter_scores": 12.874,
+        "head_rows": 3.078, "cast_params": 1.79,
+    },
+}  # fmt: skip
+FIT_ERROR = 0.040  # worst |estimate / measured - 1| of saved bytes on the bench's 96 configs
+
+
+# MELD train, worst batch of 4 (bench/memory_model.py --lengths): padded word pieces of the
+# encoder inputs by K, made non-decreasing (the worst batch changes with K). Multi-party
+# dialogues keep the indi-context short: it saturates near 158 tokens from K = 10.
+MELD_TOKENS = ((0, 53.0), (1, 99.0), (2, 124.0), (3, 131.0), (4, 140.0), (8, 141.0), (10, 158.0))
 
 
 @dataclass(frozen=True)
@@ -46,20 +97,26 @@ class EncoderShape:
     """What the estimate needs to know about an utterance encoder."""
 
     layers: int
+    """Transformer layers."""
     hidden: int
+    """Width of its hidden states."""
     heads: int
+    """Attention heads per layer."""
     parameters: float
+    """All parameters, embeddings included."""
+    embedding_parameters: float
+    """Parameters of the embedding tables (looked up, never cast by autocast)."""
 
 
 # Known encoders by name fragment; an unknown name is costed as BERT-base (the paper's).
 ENCODERS: dict[str, EncoderShape] = {
-    "bert-base": EncoderShape(12, 768, 12, 110e6),
-    "bert-large": EncoderShape(24, 1024, 16, 335e6),
-    "roberta-base": EncoderShape(12, 768, 12, 125e6),
-    "roberta-large": EncoderShape(24, 1024, 16, 355e6),
-    "minilm-l12": EncoderShape(12, 384, 12, 33.4e6),
-    "minilm-l6": EncoderShape(6, 384, 12, 22.7e6),
-    "minilm": EncoderShape(6, 384, 12, 22.7e6),
+    "bert-base": EncoderShape(12, 768, 12, 109.5e6, 23.8e6),
+    "bert-large": EncoderShape(24, 1024, 16, 335e6, 31.8e6),
+    "roberta-base": EncoderShape(12, 768, 12, 124.6e6, 39.0e6),
+    "roberta-large": EncoderShape(24, 1024, 16, 355e6, 52.0e6),
+    "minilm-l12": EncoderShape(12, 384, 12, 33.4e6, 11.9e6),
+    "minilm-l6": EncoderShape(6, 384, 12, 22.7e6, 11.9e6),
+    "minilm": EncoderShape(6, 384, 12, 22.7e6, 11.9e6),
 }
 
 
@@ -68,34 +125,79 @@ class MemoryProfile:
     """The settings of a trial that drive its memory (defaults: the paper's, on MELD)."""
 
     encoder: str = "bert-base-uncased"
+    """Utterance encoder: a name fragment of ``ENCODERS``, ``tiny``, or anything else (costed
+    as BERT-base)."""
     hidden_size: int = 768
+    """Width of the intra- and inter-modal Transformers."""
     intra_layers: int = 6
+    """Layers of each intra-modal Transformer."""
     intra_heads: int = 12
+    """Heads of the intra-modal Transformers (and of the tiny encoder)."""
     inter_layers: int = 4
+    """Layers of the fusion Transformer."""
     inter_heads: int = 8
+    """Heads of the fusion Transformer."""
     ffn_size: int = 2048
+    """Feed-forward width of the intra- and inter-modal layers."""
     max_length: int = 256
+    """Cap on one encoder input's tokens."""
     batch_size: int = 4
+    """Dialogues per step."""
     precision: str = "fp32"
+    """fp32, bf16 or fp16 autocast."""
     gradient_checkpointing: bool = False
+    """Recompute each layer in backward (encoder and intra-modal layers)."""
     chunk_size: int = 0
+    """Turns per backward (0: the whole dialogue)."""
+    freeze_encoder: bool = False
+    """The encoder does not train: no encoder activations, gradients or AdamW state."""
     modalities: int = 3
     """Present modalities (u, a, v); each has its own intra-modal Transformer."""
-    turns: int = 12
-    """Turns of a padded dialogue in a batch (MELD: mean 9.6, batches pad to the longest)."""
-    utterance_tokens: int = 16
-    """Mean word pieces per utterance (MELD and IEMOCAP: about 12-18)."""
+    turns: int = 24
+    """Padded turns of the worst batch (MELD train: its longest dialogues have 24)."""
+    valid_turns: float = 22.8
+    """Real turns per dialogue in that batch (the rest is padding the encoder skips)."""
+    tokens: tuple[tuple[int, float], ...] = MELD_TOKENS
+    """Padded encoder input length of the worst batch at some K, as (K, tokens) points:
+    linear between points, the last value beyond them, never above ``max_length``."""
     tiny_layers: int = 2
+    """Layers of the ``tiny`` encoder."""
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        for name in ("hidden_size", "intra_heads", "inter_heads", "ffn_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.modalities <= 3:
+            raise ValueError(f"modalities must be 1, 2 or 3, got {self.modalities}")
+        for name in ("intra_layers", "inter_layers", "chunk_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.valid_turns <= self.turns:
+            raise ValueError(f"valid_turns must be in (0, turns={self.turns}]")
+        points = list(self.tokens)
+        if not points or points[0][0] != 0 or any(t < 1 for _, t in points):
+            raise ValueError("tokens must start at K = 0 and give >= 1 token per point")
+        if any(b[0] <= a[0] or b[1] < a[1] for a, b in zip(points, points[1:], strict=False)):
+            raise ValueError("tokens must be (K, tokens) points with K and tokens increasing")
 
 
 def encoder_shape(profile: MemoryProfile) -> EncoderShape:
-    """Layers, width, heads and parameter count of the profile's encoder."""
+    """Layers, width, heads and parameter counts of the profile's encoder."""
     name = profile.encoder.lower()
     if name == "tiny":
         h = profile.hidden_size
-        # Random-init BERT: 4h FFN, ~4000-token vocabulary, 512 positions.
+        # Random-init BERT (trainable.encoder): 4h FFN, ~4000-token vocabulary, 512 positions.
         per_layer = 4 * h * h + 2 * h * 4 * h
-        return EncoderShape(profile.tiny_layers, h, profile.intra_heads, per_layer * 2 + 4512 * h)
+        embeddings = (VOCAB_TINY + 512 + 2) * h
+        return EncoderShape(
+            profile.tiny_layers,
+            h,
+            profile.intra_heads,
+            per_layer * profile.tiny_layers + embeddings,
+            embeddings,
+        )
     for fragment, shape in ENCODERS.items():
         if fragment in name:
             return shape
@@ -103,74 +205,206 @@ def encoder_shape(profile: MemoryProfile) -> EncoderShape:
 
 
 def sequence_length(k: int, profile: MemoryProfile) -> float:
-    """Tokens of one eq-1 encoder input at window K (utterance + ~K/2 own earlier turns)."""
-    return min(profile.max_length, 3 + profile.utterance_tokens * (1 + k / 2))
+    """Padded tokens of the worst batch's encoder inputs at window K."""
+    points = profile.tokens
+    for (k0, t0), (k1, t1) in zip(points, points[1:], strict=False):
+        if k <= k1:
+            return min(profile.max_length, t0 + (t1 - t0) * (k - k0) / (k1 - k0))
+    return min(profile.max_length, points[-1][1])
 
 
-def _layer_values(s: float, h: int, heads: int, checkpointed: bool) -> float:
-    """Values one Transformer layer keeps for backward on one sequence of s tokens."""
-    if checkpointed:
-        return s * h
-    return 17 * s * h + 2.5 * heads * s * s
+def _pairs(profile: MemoryProfile) -> int:
+    """Gated modality pairs of MGIF (eq 12-14): 0, 1 or 3."""
+    return profile.modalities * (profile.modalities - 1) // 2
 
 
-def _stack_values(s: float, h: int, heads: int, layers: int, checkpointed: bool) -> float:
-    """Values kept by ``layers`` stacked layers; checkpointing adds one layer recomputed."""
-    if layers <= 0:
-        return 0.0
-    kept = layers * _layer_values(s, h, heads, checkpointed)
-    return kept + (_layer_values(s, h, heads, False) if checkpointed else 0.0)
-
-
-def parameter_count(profile: MemoryProfile) -> float:
-    """Encoder + intra-modal Transformers (one per modality) + inter-modal one + gates."""
+def parameter_count(profile: MemoryProfile) -> tuple[float, float]:
+    """(all parameters, those outside the encoder): encoder + one intra-modal Transformer per
+    modality + the fusion Transformer and gates + the discriminator."""
     h, f = profile.hidden_size, profile.ffn_size
     layer = 4 * h * h + 2 * h * f
-    transformers = layer * (profile.modalities * profile.intra_layers + profile.inter_layers)
-    gates = 3 * 3 * h * h  # W_P, W_Q, W_Z per modality pair
-    return encoder_shape(profile).parameters + transformers + gates
+    fusion = profile.modalities > 1
+    above = layer * (profile.modalities * profile.intra_layers)
+    above += (layer * profile.inter_layers + 5 * h * h * _pairs(profile)) if fusion else 0
+    above += 2 * h * h  # discriminator W_o (and the projection of a narrower encoder)
+    return encoder_shape(profile).parameters + above, above
 
 
-def activation_bytes(k: int, profile: MemoryProfile) -> float:
-    """Uncalibrated activation bytes of one training step at window K."""
-    enc = encoder_shape(profile)
-    ckpt = profile.gradient_checkpointing
-    bytes_per_value = 4 if profile.precision == "fp32" else 2
-    turns = profile.turns
+def static_bytes(profile: MemoryProfile) -> float:
+    """Weights, gradients and AdamW moments: 4 B per weight, 12 B more per trained one."""
+    total, above = parameter_count(profile)
+    trained = above if profile.freeze_encoder else total
+    return 4 * total + 12 * trained
+
+
+def _window(k: int, profile: MemoryProfile) -> tuple[float, float]:
+    """(padded turns, real turns) per dialogue in one backward: a chunk also recomputes the
+    chunk_prefix turns before it (K per context-dependent intra layer)."""
+    turns, valid = float(profile.turns), profile.valid_turns
     if profile.chunk_size:
-        # Backward runs per chunk; a chunk also recomputes K turns back per intra layer.
-        turns = min(turns, profile.chunk_size + k * profile.intra_layers)
-    sequences = profile.batch_size * turns
+        window = min(turns, profile.chunk_size + k * profile.intra_layers)
+        valid, turns = min(valid, window), window
+    return turns, valid
+
+
+def features(k: int, profile: MemoryProfile) -> dict[str, float]:
+    """Counts of values of each kind in ``FEATURES`` for one backward at window K."""
+    enc = encoder_shape(profile)
+    B, h, f = profile.batch_size, profile.hidden_size, profile.ffn_size
+    L, valid = _window(k, profile)
+    N = 0.0 if profile.freeze_encoder else B * valid  # sequences the encoder runs
     s = sequence_length(k, profile)
-    values = sequences * _stack_values(s, enc.hidden, enc.heads, enc.layers, ckpt)
-    h = profile.hidden_size
-    values += (
-        profile.batch_size
-        * profile.modalities
-        * _stack_values(turns, h, profile.intra_heads, profile.intra_layers, ckpt)
-    )
-    values += sequences * _stack_values(7, h, profile.inter_heads, profile.inter_layers, ckpt)
-    return values * bytes_per_value
+    q = 1 + 2 * _pairs(profile) if profile.modalities > 1 else 0  # fusion tokens per turn
+    inter = profile.inter_layers if q else 0
+    intra = profile.intra_layers * profile.modalities
+    _, above = parameter_count(profile)
+    # Autocast's 16-bit weight copies saved for backward; layers run under checkpointing save
+    # none (they recast when recomputed): then only the fusion layers and heads count.
+    if profile.gradient_checkpointing:
+        cast = above - profile.modalities * profile.intra_layers * (4 * h * h + 2 * h * f)
+    else:
+        cast = above + (0 if profile.freeze_encoder else enc.parameters - enc.embedding_parameters)
+    return {
+        "enc_tokens": enc.layers * N * s * enc.hidden,
+        "enc_scores": enc.layers * N * enc.heads * s * s,
+        "embed_tokens": N * s * enc.hidden,
+        "intra_rows": intra * B * L * h,
+        "intra_ffn": intra * B * L * f,
+        "intra_scores": intra * B * profile.intra_heads * L * L,
+        "inter_rows": inter * B * L * q * h,
+        "inter_ffn": inter * B * L * q * f,
+        "inter_scores": inter * B * L * profile.inter_heads * q * q,
+        "head_rows": B * L * h * (profile.modalities + 3 * _pairs(profile)),
+        "cast_params": cast if profile.precision != "fp32" else 0.0,
+    }
+
+
+def coefficients(profile: MemoryProfile) -> dict[str, float]:
+    """The fitted bytes per value for the profile's precision and checkpointing."""
+    kind = "fp32" if profile.precision == "fp32" else "half"
+    return COEFFICIENTS[(kind, profile.gradient_checkpointing)]
+
+
+def saved_bytes(k: int, profile: MemoryProfile) -> float:
+    """Estimated bytes autograd saves for one backward (parameters excluded)."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    coef = coefficients(profile)
+    return sum(coef.get(name, 0.0) * value for name, value in features(k, profile).items())
+
+
+def transient_bytes(k: int, profile: MemoryProfile) -> float:
+    """Backward's working set beyond the saved tensors: the gradient of the largest
+    activation (one encoder layer's output, fp32) and, with checkpointing, one encoder
+    layer's full saved set, recomputed."""
+    if profile.freeze_encoder:
+        return 0.0
+    enc = encoder_shape(profile)
+    one = dataclasses.replace(profile, gradient_checkpointing=False)
+    values = features(k, one)
+    coef = coefficients(one)
+    largest = 4 * 4 * values["embed_tokens"]  # the FFN's 4h-wide activation, fp32
+    if not profile.gradient_checkpointing:
+        return largest
+    per_layer = sum(coef[n] * values[n] for n in ("enc_tokens", "enc_scores")) / enc.layers
+    return largest + per_layer
+
+
+def estimate_bytes(k: int, profile: MemoryProfile) -> float:
+    """Estimated peak bytes of one training step at window K."""
+    active = saved_bytes(k, profile) + transient_bytes(k, profile)
+    return static_bytes(profile) + SLACK * active
 
 
 def estimate_gb(k: int, profile: MemoryProfile | None = None) -> float:
-    """Estimated peak GPU memory (GB) of one trial training at window K."""
-    profile = profile or MemoryProfile()
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    static = OVERHEAD_BYTES + STATE_BYTES_PER_PARAM * parameter_count(profile)
-    return (static + CALIBRATION * activation_bytes(k, profile)) / GB
+    """Estimated peak memory (GB) of one trial training at window K."""
+    return estimate_bytes(k, profile or MemoryProfile()) / GB
+
+
+def _check_budget(budget_gb: float) -> None:
+    if not budget_gb > 0:
+        raise ValueError(f"gpu memory budget must be > 0 GB, got {budget_gb}")
 
 
 def largest_k(budget_gb: float, profile: MemoryProfile | None = None) -> int | None:
     """The largest K in [0, K_CEILING] whose estimate fits ``budget_gb``; None if even K = 0
     does not fit. The estimate never decreases with K, so the first K over budget ends it."""
-    if budget_gb <= 0:
-        raise ValueError(f"gpu memory budget must be > 0 GB, got {budget_gb}")
+    _check_budget(budget_gb)
     profile = profile or MemoryProfile()
-    best = None
-    for k in range(K_CEILING + 1):
-        if estimate_gb(k, profile) > budget_gb:
-            break
-        best = k
-    return best
+    if estimate_gb(0, profile) > budget_gb:
+        return None
+    low, high = 0, K_CEILING  # estimate(low) fits; bisect for the last K that fits
+    if estimate_gb(high, profile) <= budget_gb:
+        return high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if estimate_gb(mid, profile) <= budget_gb else (low, mid)
+    return low
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Memory settings chosen for one trial (``memory = auto``) and what they cost."""
+
+    precision: str
+    """Autocast dtype: fp32 when it fits, else bf16."""
+    gradient_checkpointing: bool
+    """Recompute activations in backward."""
+    chunk_size: int
+    """Turns per backward (0: whole dialogues)."""
+    relative_cost: float
+    """Compute relative to fp32 without checkpointing or chunking (a model, not measured)."""
+
+    def settings(self) -> dict:
+        """The config fields this plan sets."""
+        return {
+            "precision": self.precision,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "chunk_size": self.chunk_size,
+        }
+
+
+def plan_cost(k: int, intra_layers: int, checkpointing: bool, chunk_size: int) -> float:
+    """Relative compute of a memory setting (a model, not a measurement): checkpointing
+    recomputes the forward (x 4/3); a chunk of c turns also re-encodes its chunk_prefix
+    (K per intra layer) turns, x (c + prefix) / c. 16-bit precision costs nothing extra on
+    a GPU with bf16 kernels."""
+    prefix = k * intra_layers
+    chunked = (chunk_size + prefix) / chunk_size if chunk_size else 1.0
+    return (CHECKPOINT_COST if checkpointing else 1.0) * chunked
+
+
+def candidate_settings(
+    turns: int, precisions: tuple[str, ...] = ("fp32", "bf16")
+) -> list[tuple[str, bool, int]]:
+    """Every (precision, checkpointing, chunk size) ``auto`` may pick for dialogues of
+    ``turns`` turns; ``precisions`` in order of preference."""
+    chunks = (0, *(c for c in CHUNK_SIZES if c < turns))
+    return [(p, ckpt, c) for p in precisions for ckpt in (False, True) for c in chunks]
+
+
+def candidate_plans(
+    k: int, profile: MemoryProfile, precisions: tuple[str, ...] = ("fp32", "bf16")
+) -> list[MemoryPlan]:
+    """Every memory setting ``auto`` may pick for window K, cheapest first; at equal cost the
+    earlier precision (fp32: the numerics the paper trained with) goes first."""
+    plans = []
+    for p, ckpt, chunk in candidate_settings(profile.turns, precisions):
+        cost = plan_cost(k, profile.intra_layers, ckpt, chunk)
+        plans.append((cost, precisions.index(p), MemoryPlan(p, ckpt, chunk, cost)))
+    return [plan for *_, plan in sorted(plans, key=lambda item: item[:2])]
+
+
+def plan_memory(
+    k: int,
+    budget_gb: float,
+    profile: MemoryProfile,
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
+) -> MemoryPlan | None:
+    """The cheapest memory settings under which window K fits ``budget_gb`` (the profile's own
+    precision, checkpointing and chunking are ignored); None when none does."""
+    _check_budget(budget_gb)
+    for plan in candidate_plans(k, profile, precisions):
+        if estimate_gb(k, dataclasses.replace(profile, **plan.settings())) <= budget_gb:
+            return plan
+    return None

@@ -15,12 +15,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 
-from search_spaces.budget import MemoryProfile, largest_k
+from search_spaces.budget import (
+    MemoryProfile,
+    candidate_settings,
+    estimate_gb,
+    largest_k,
+    plan_cost,
+)
 from search_spaces.custom import space_from_file
 
 Space = Callable[[optuna.Trial], dict]
@@ -36,6 +43,98 @@ LR_RANGES = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class MemoryBounds:
+    """What a budget affords a joint space, precomputed by ``memory_bounds`` so that a space
+    only samples and looks up (and pickles with plain data for Ray)."""
+
+    budget_gb: float
+    """The budget the bounds were computed for."""
+    modes: tuple[str, ...]
+    """Precisions that fit at all (a joint space samples among them), or ``("auto",)``."""
+    sampled: bool
+    """True: precision is sampled; False: ``plan`` picks each trial's memory settings."""
+    ks: dict
+    """(mode, batch, intra, inter) -> largest K that fits (0: none)."""
+    plans: dict
+    """(batch, intra, inter) -> ((precision, checkpointing, chunk, largest K), ...)."""
+    profile: MemoryProfile
+    """The profile the bounds were computed for (batch and layers replaced per entry)."""
+
+    def k_max(self, mode: str, batch: int, intra: int, inter: int) -> int:
+        return self.ks.get((mode, batch, intra, inter), 0)
+
+    def inter_max(self, mode: str, batch: int, intra: int) -> int:
+        return max(j for j in range(1, 5) if self.k_max(mode, batch, intra, j) >= 1 or j == 1)
+
+    def intra_max(self, mode: str, batch: int) -> int:
+        return max(i for i in range(1, 7) if self.k_max(mode, batch, i, 1) >= 1 or i == 1)
+
+    def batch_max(self, mode: str) -> int:
+        return max(b for b in range(1, 9) if self.k_max(mode, b, 1, 1) >= 1 or b == 1)
+
+    def plan(self, batch: int, intra: int, inter: int, k: int) -> dict:
+        """The cheapest settings under which (batch, layers, K) fit, as trial constants."""
+        fits = [
+            (plan_cost(k, intra, ckpt, chunk), rank, precision, ckpt, chunk)
+            for rank, (precision, ckpt, chunk, top) in enumerate(self.plans[(batch, intra, inter)])
+            if top >= k
+        ]
+        _, _, precision, ckpt, chunk = min(fits)
+        profile = dataclasses.replace(
+            self.profile,
+            batch_size=batch,
+            intra_layers=intra,
+            inter_layers=inter,
+            precision=precision,
+            gradient_checkpointing=ckpt,
+            chunk_size=chunk,
+        )
+        return {
+            "memory": "auto",
+            "precision": precision,
+            "gradient_checkpointing": ckpt,
+            "chunk_size": chunk,
+            "memory_estimate_gb": round(estimate_gb(k, profile), 2),
+        }
+
+
+def memory_bounds(
+    budget_gb: float, profile: MemoryProfile, ceiling: int, name: str, fusion: bool = True
+) -> MemoryBounds:
+    """Largest K per (precision or auto, batch size, intra, inter layers) within
+    ``budget_gb``, at most ``ceiling``, for the batch sizes and layers space ``name`` samples."""
+    batches = range(1, 9) if name.startswith("joint") else (profile.batch_size,)
+    intra_range = range(1, 3) if name == "quick" else range(1, 7)
+    inter_range = (range(1, 3) if name == "quick" else range(1, 5)) if fusion else (0,)
+    settings = candidate_settings(profile.turns)
+    ks, plans = {}, {}
+    for b, i, j in itertools.product(batches, intra_range, inter_range):
+        base = dataclasses.replace(profile, batch_size=b, intra_layers=i, inter_layers=j)
+        tops = []
+        for precision, ckpt, chunk in settings:
+            p = dataclasses.replace(
+                base, precision=precision, gradient_checkpointing=ckpt, chunk_size=chunk
+            )
+            top = min(largest_k(budget_gb, p) or 0, ceiling)
+            tops.append((precision, ckpt, chunk, top))
+            if not ckpt and not chunk:
+                ks[(precision, b, i, j)] = top
+        plans[(b, i, j)] = tuple(tops)
+        ks[("auto", b, i, j)] = max(top for *_, top in tops)
+    if name == "joint":
+        modes = tuple(p for p in ("fp32", "bf16") if ks[(p, 1, 1, inter_range[0])] >= 1)
+    else:
+        modes = ("auto",) if ks[("auto", batches[0], 1, inter_range[0])] >= 1 else ()
+    return MemoryBounds(budget_gb, modes, name == "joint", ks, plans, profile)
+
+
+@functools.cache
+def default_bounds(name: str) -> MemoryBounds:
+    """A joint space's bounds when none were bound: the paper's 11 GB, BERT-base, MELD."""
+    return memory_bounds(11.0, BUDGETS["paper"][0], BUDGETS["paper"][1], name)
+
+
 def lr_range(encoder: str, frozen: bool = False) -> tuple[float, float]:
     """The learning-rate range for trials of ``encoder`` (frozen or not)."""
     if frozen:
@@ -48,22 +147,26 @@ def paper(
     k_max: int = 14,
     lr: tuple[float, float] = LR_RANGES["finetune"],
     fusion: bool = True,
+    memory: MemoryBounds | None = None,
 ) -> dict:
     """Around the paper's recipe (Section 5.2: lr 6e-6, warmup 1,200, K 14, 6/4 layers).
 
     ``k_max`` is the largest window the trial's memory budget affords (paper: 14 on 11 GB);
     ``lr`` the range for what trains (``lr_range``); ``fusion`` whether the data has more
-    than one modality (text-only data has no fusion, so its layer count would be noise).
+    than one modality (text-only data has no fusion, so its layer count would be noise);
+    ``memory`` (bound by ``bounded``) picks each trial's memory settings (``memory=auto``).
     """
     trial.suggest_float("lr", *lr, log=True)
     trial.suggest_int("warmup_steps", 0, 2000, step=100)
-    trial.suggest_int("k", 1, k_max)
-    trial.suggest_int("intra_layers", 1, 6)
-    if fusion:
-        trial.suggest_int("inter_layers", 1, 4)
+    k = trial.suggest_int("k", 1, k_max)
+    intra = trial.suggest_int("intra_layers", 1, 6)
+    inter = trial.suggest_int("inter_layers", 1, 4) if fusion else 0
     trial.suggest_float("dropout", 0.0, 0.3)
     # Pinned because the memory budget that bounds K assumes them.
-    return {"encoder": "bert-base-uncased", "max_length": 256, "batch_size": 4}
+    constants = {"encoder": "bert-base-uncased", "max_length": 256, "batch_size": 4}
+    if memory is not None:  # the cheapest precision/checkpointing/chunking that fits
+        constants |= memory.plan(4, intra, inter, k)
+    return constants
 
 
 def quick(
@@ -93,7 +196,52 @@ def quick(
     }
 
 
-SPACES: dict[str, Space] = {"paper": paper, "quick": quick}
+def joint(
+    trial: optuna.Trial,
+    memory: MemoryBounds | None = None,
+    lr: tuple[float, float] = LR_RANGES["finetune"],
+    fusion: bool = True,
+) -> dict:
+    """The paper's model with memory-driving choices sampled jointly, define-by-run: precision
+    (unless ``memory`` chooses it per trial: ``joint-auto``), then batch size, layer counts and
+    K, each up to the most the budget affords with the choices before it (``MemoryBounds``).
+    Unbound, the bounds are the paper's 11 GB with BERT-base on MELD."""
+    memory = memory or default_bounds("joint")
+    trial.suggest_float("lr", *lr, log=True)
+    trial.suggest_int("warmup_steps", 0, 2000, step=100)
+    mode = trial.suggest_categorical("precision", memory.modes) if memory.sampled else "auto"
+    batch = trial.suggest_int("batch_size", 1, memory.batch_max(mode))
+    intra = trial.suggest_int("intra_layers", 1, memory.intra_max(mode, batch))
+    inter = (
+        trial.suggest_int("inter_layers", 1, memory.inter_max(mode, batch, intra)) if fusion else 0
+    )
+    k = trial.suggest_int("k", 1, memory.k_max(mode, batch, intra, inter))
+    trial.suggest_float("dropout", 0.0, 0.3)
+    constants = {"encoder": "bert-base-uncased", "max_length": 256}
+    if not memory.sampled:
+        constants |= memory.plan(batch, intra, inter, k)
+    return constants
+
+
+def joint_auto(
+    trial: optuna.Trial,
+    memory: MemoryBounds | None = None,
+    lr: tuple[float, float] = LR_RANGES["finetune"],
+    fusion: bool = True,
+) -> dict:
+    """``joint`` with ``memory=auto``: batch size, layers and K are sampled up to what the
+    most saving settings afford, then each trial gets the cheapest settings that fit it
+    (recorded in its config: ``memory``, ``precision``, ``gradient_checkpointing``,
+    ``chunk_size``, ``memory_estimate_gb``)."""
+    return joint(trial, memory or default_bounds("joint-auto"), lr, fusion)
+
+
+SPACES: dict[str, Space] = {
+    "paper": paper,
+    "quick": quick,
+    "joint": joint,
+    "joint-auto": joint_auto,
+}
 
 # The worst-case memory profile of each space's trials (its largest layer counts) and the
 # most K the space ever asks for; ``bounded`` lowers K below that to fit a budget.
@@ -140,18 +288,37 @@ def bounded(
     bounds: dict = {"lr": lr_range(encoder or own, frozen)}
     if modalities is not None:
         bounds["fusion"] = len(modalities) > 1
-    if gpu_memory_gb is not None and name in BUDGETS:
-        profile, ceiling = BUDGETS[name]
-        if encoder:
-            profile = dataclasses.replace(profile, encoder=encoder)
-        k = largest_k(gpu_memory_gb, profile)
-        if k is None or k < 1:
+    if name in ("joint", "joint-auto") or (gpu_memory_gb is not None and name in BUDGETS):
+        profile, ceiling = BUDGETS["paper" if name.startswith("joint") else name]
+        changes = {"encoder": encoder} if encoder else {}
+        if frozen:
+            changes["freeze_encoder"] = True
+        if modalities is not None:
+            changes["modalities"] = len(modalities)
+        profile = dataclasses.replace(profile, **changes)
+        budget = 11.0 if gpu_memory_gb is None else gpu_memory_gb
+        memory = memory_bounds(budget, profile, ceiling, name, fusion=bounds.get("fusion", True))
+        if name in BUDGETS:
+            # K for the space's widest trial (its most layers) under the memory settings
+            # ``memory`` picks; each trial then gets the cheapest settings that fit it.
+            mode = "auto" if name == "paper" else profile.precision
+            intra, inter = WIDEST[name]
+            fused = bounds.get("fusion", True)
+            bounds["k_max"] = memory.k_max(mode, profile.batch_size, intra, inter if fused else 0)
+            if name == "paper":
+                bounds["memory"] = memory
+        else:
+            bounds["memory"] = memory
+        if name in BUDGETS and bounds["k_max"] < 1 or name not in BUDGETS and not memory.modes:
             raise ValueError(
                 f"--gpu-memory-gb {gpu_memory_gb} is too small for space {name!r}: its trials "
                 "need more than that even at K = 1 (see search_spaces/budget.py)"
             )
-        bounds["k_max"] = min(k, ceiling)
     return functools.partial(space, **bounds)
+
+
+# Most layers (intra, inter) a space samples: the trial its K bound must fit.
+WIDEST = {"paper": (6, 4), "quick": (2, 2)}
 
 
 def get_space(name: str) -> Space:

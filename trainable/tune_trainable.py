@@ -22,7 +22,13 @@ from trainable.run import prepare
 
 MODEL_KEYS = {f.name for f in fields(DialogueTRMConfig)}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
-RUN_KEYS = {"dataset", "data_dir", "max_dialogues", "label", "cache_dir", "gpu_memory_gb"}
+# ``memory`` and ``memory_estimate_gb`` record a ``memory=auto`` choice (search_spaces.budget):
+# the chosen precision, checkpointing and chunk size are model fields the trial trains with.
+RUN_KEYS = {
+    "dataset", "data_dir", "max_dialogues", "label", "cache_dir", "gpu_memory_gb",
+    "memory", "memory_estimate_gb",
+}  # fmt: skip
+MEMORY_MODES = ("manual", "auto")
 
 
 def split_config(config: dict) -> tuple[DialogueTRMConfig, TrainConfig, dict]:
@@ -30,6 +36,16 @@ def split_config(config: dict) -> tuple[DialogueTRMConfig, TrainConfig, dict]:
     unknown = sorted(set(config) - MODEL_KEYS - TRAIN_KEYS - RUN_KEYS)
     if unknown:
         raise ValueError(f"unknown trial parameter(s): {', '.join(unknown)}")
+    memory = config.get("memory", "manual")
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
+    chosen = {"precision", "gradient_checkpointing", "chunk_size"}
+    if memory == "auto" and not chosen <= set(config):
+        # trainable cannot import the budget model (layering): the space resolves ``auto``.
+        raise ValueError(
+            "memory=auto needs the precision, gradient_checkpointing and chunk_size its space "
+            "chose (search_spaces.budget.plan_memory); got a config without them"
+        )
     model = DialogueTRMConfig(**{k: v for k, v in config.items() if k in MODEL_KEYS})
     train = TrainConfig(**{k: v for k, v in config.items() if k in TRAIN_KEYS})
     return model, train, {k: v for k, v in config.items() if k in RUN_KEYS}

@@ -16,7 +16,7 @@ from trainable.config import DialogueTRMConfig
 from trainable.datasets import DATASETS
 
 TRAIN_KEYS = {"lr", "warmup_steps", "epochs", "batch_size", "weight_decay", "max_grad_norm", "seed"}
-RUN_KEYS = {"dataset", "data_dir", "max_dialogues"}
+RUN_KEYS = {"dataset", "data_dir", "max_dialogues", "memory", "memory_estimate_gb"}
 MODEL_KEYS = {f.name for f in fields(DialogueTRMConfig)}
 VALID_KEYS = MODEL_KEYS | TRAIN_KEYS | RUN_KEYS
 
@@ -103,17 +103,58 @@ def test_describe_separates_sampled_and_constants():
 
 
 def test_bounded_binds_k_from_budget_without_changing_the_space():
+    from search_spaces.budget import MemoryProfile, largest_k
+
     space = bounded("paper", 11)
-    assert isinstance(space, functools.partial) and space.keywords["k_max"] == 14
-    assert space.func is SPACES["paper"]
-    assert (
-        max(c["k"] for c in draw(bounded("paper", 6.5), n=40))
-        <= bounded("paper", 6.5).keywords["k_max"]
-        < 14
-    )
+    assert isinstance(space, functools.partial) and space.func is SPACES["paper"]
+    # The widest paper trial (6/4 layers) with checkpointing, the most saving fp32 setting.
+    ckpt = largest_k(11, MemoryProfile(gradient_checkpointing=True))
+    assert space.keywords["k_max"] == min(32, ckpt)
+    small = bounded("paper", 6.5).keywords["k_max"]
+    assert max(c["k"] for c in draw(bounded("paper", 6.5), n=40)) <= small < ckpt
     assert "k_max" not in bounded("paper", None).keywords  # no budget: the space's own bound
     with pytest.raises(ValueError, match="gpu-memory-gb"):
         bounded("paper", 2)
+
+
+@pytest.mark.parametrize("name", ["joint", "joint-auto"])
+@pytest.mark.parametrize("budget", [8, 11, 24])
+def test_joint_space_never_exceeds_the_budget(name, budget):
+    from search_spaces.budget import MemoryProfile, estimate_gb
+
+    configs = draw(bounded(name, budget), n=500)
+    settings = ("precision", "gradient_checkpointing", "chunk_size")
+    for c in configs:
+        profile = MemoryProfile(
+            batch_size=c["batch_size"],
+            intra_layers=c["intra_layers"],
+            inter_layers=c["inter_layers"],
+            **{key: c[key] for key in settings if key in c},
+        )
+        assert estimate_gb(c["k"], profile) <= budget, c
+    if name == "joint":  # define-by-run: fewer layers, smaller batches leave room for more K
+        light = [c["k"] for c in configs if c["batch_size"] <= 2 and c["intra_layers"] <= 2]
+        heavy = [c["k"] for c in configs if c["batch_size"] >= 6 and c["intra_layers"] >= 5]
+        assert max(light) > max(heavy, default=0)  # at 8 GB heavy ones do not fit at all
+    if name == "joint-auto":  # every trial records its choice, and the cheapest one varies
+        assert {c["memory"] for c in configs} == {"auto"}
+        assert len({tuple(c[key] for key in settings) for c in configs}) > 1
+    else:
+        assert {c["precision"] for c in configs} <= {"fp32", "bf16"}
+
+
+def test_memory_auto_reaches_the_trial_config():
+    from trainable.tune_trainable import split_config
+
+    config = draw(bounded("joint-auto", 11), n=1)[0]
+    model, _, run = split_config(config)
+    assert run["memory"] == "auto"
+    assert model.gradient_checkpointing == config["gradient_checkpointing"]
+    assert model.precision == config["precision"] and model.chunk_size == config["chunk_size"]
+    with pytest.raises(ValueError, match="memory=auto needs"):
+        split_config({"memory": "auto", "k": 2})
+    with pytest.raises(ValueError, match="memory must be one of"):
+        split_config({"memory": "sometimes"})
 
 
 @pytest.mark.parametrize(
@@ -195,6 +236,8 @@ def test_bounds_follow_the_encoder_the_fidelity_and_the_modalities():
     assert not any("inter_layers" in c for c in text_only)  # no fusion: a dead dimension
     _, _, multi = ranges(modalities=("u", "a"))
     assert all("inter_layers" in c for c in multi)
-    # A smaller encoder leaves more memory for context: K reaches further in 11 GB.
-    assert bounded("paper", 11, encoder="minilm").keywords["k_max"] > 14
-    assert bounded("paper", 11).keywords["k_max"] == 14
+    # A smaller encoder leaves more memory for context: K reaches further in 5 GB.
+    assert (
+        bounded("paper", 5, encoder="minilm").keywords["k_max"]
+        > bounded("paper", 5).keywords["k_max"]
+    )

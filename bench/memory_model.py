@@ -1,0 +1,379 @@
+"""Measure DialogueTRM's training memory on CPU and fit ``search_spaces/budget.py`` to it.
+
+    .venv/bin/python bench/memory_model.py            # grid: estimate vs measured, fit, K table
+    .venv/bin/python bench/memory_model.py --lengths  # MELD's worst-batch shapes per K
+    .venv/bin/python bench/memory_model.py --peak     # whole-step peak (torch MemTracker), slow
+
+What is measured: the tensors autograd saves for backward during one chunk's forward pass,
+through ``torch.autograd.graph.saved_tensors_hooks``, counted once per storage (views and
+tensors saved by several ops share one) and without the parameters' own storages (they are
+``static``). That is what grows with K, layers and batch size; weights, gradients and AdamW
+state are counted from the model and the optimizer after a real step.
+
+Models are random-init and small (a ``tiny``-style BERT encoder, hidden 32-64) so the grid runs
+in about a minute on 2 cores; the byte cost per value of each layer type does not depend on
+the width, so the fitted costs carry over to BERT-base shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+from torch.autograd.graph import saved_tensors_hooks
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from search_spaces import budget  # noqa: E402
+from search_spaces.budget import FEATURES, MemoryProfile  # noqa: E402
+from trainable.config import DialogueTRMConfig  # noqa: E402
+from trainable.model import DialogueTRM  # noqa: E402
+
+VOCAB = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One measured configuration: model shape and the batch's shape."""
+
+    hidden: int = 64
+    """Width of the encoder and of the Transformers above it."""
+    heads: int = 2
+    """Heads of the encoder and of every Transformer."""
+    enc_layers: int = 1
+    """Layers of the random-init BERT encoder."""
+    intra: int = 1
+    """Intra-modal layers."""
+    inter: int = 1
+    """Fusion layers."""
+    ffn: int = 128
+    """Feed-forward width of the intra/inter layers."""
+    modalities: int = 1
+    """1: text; 2: + audio; 3: + audio and visual."""
+    batch: int = 2
+    """Dialogues."""
+    turns: int = 4
+    """Turns per dialogue (all real)."""
+    tokens: int = 16
+    """Tokens per encoder input."""
+    k: int = 2
+    """Context window (masks; chunk prefix)."""
+    precision: str = "fp32"
+    """fp32 or bf16 autocast."""
+    checkpointing: bool = False
+    """Gradient checkpointing."""
+    chunk: int = 0
+    """Chunk size (0: none)."""
+
+    def config(self) -> DialogueTRMConfig:
+        return DialogueTRMConfig(
+            encoder="tiny",
+            hidden_size=self.hidden,
+            intra_layers=self.intra,
+            inter_layers=self.inter,
+            intra_heads=self.heads,
+            inter_heads=self.heads,
+            ffn_size=self.ffn,
+            k=self.k,
+            audio_dim=16 if self.modalities >= 2 else 0,
+            visual_dim=16 if self.modalities >= 3 else 0,
+            precision=self.precision,
+            gradient_checkpointing=self.checkpointing,
+            chunk_size=self.chunk,
+            tiny_layers=self.enc_layers,
+        )
+
+    def profile(self) -> MemoryProfile:
+        """The estimate's view of this case: the exact batch shape, no length statistics."""
+        return MemoryProfile(
+            encoder="tiny",
+            hidden_size=self.hidden,
+            intra_layers=self.intra,
+            intra_heads=self.heads,
+            inter_layers=self.inter,
+            inter_heads=self.heads,
+            ffn_size=self.ffn,
+            max_length=max(8, self.tokens),
+            batch_size=self.batch,
+            precision=self.precision,
+            gradient_checkpointing=self.checkpointing,
+            chunk_size=self.chunk,
+            modalities=self.modalities,
+            turns=self.turns,
+            valid_turns=self.turns,
+            tokens=((0, float(self.tokens)),),
+            tiny_layers=self.enc_layers,
+        )
+
+
+def tiny_model(case: Case) -> DialogueTRM:
+    """A random-init DialogueTRM whose encoder is a BERT of the case's shape (no tokenizer)."""
+    from transformers import BertConfig, BertModel
+
+    bert = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=case.hidden,
+        num_hidden_layers=case.enc_layers,
+        num_attention_heads=case.heads,
+        intermediate_size=4 * case.hidden,  # as trainable.encoder builds the tiny encoder
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    return DialogueTRM(case.config(), BertModel(bert, add_pooling_layer=False)).train()
+
+
+def batch_inputs(case: Case) -> dict:
+    """Model inputs of the case's shape: (B, L, T) tokens, every turn real."""
+    g = torch.Generator().manual_seed(0)
+    shape = (case.batch, case.turns, case.tokens)
+    ids = torch.randint(5, VOCAB, shape, generator=g)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones(shape, dtype=torch.long),
+        "token_type_ids": torch.zeros(shape, dtype=torch.long),
+        "turn_mask": torch.ones(shape[:2], dtype=torch.bool),
+    }
+    if case.modalities >= 2:
+        inputs["audio"] = torch.randn(case.batch, case.turns, 16, generator=g)
+    if case.modalities >= 3:
+        inputs["visual"] = torch.randn(case.batch, case.turns, 16, generator=g)
+    return inputs
+
+
+def measure_saved(model: DialogueTRM, inputs: dict) -> int:
+    """Bytes of the unique non-parameter storages autograd saves during one chunk's forward,
+    the largest over the step's chunks; runs backward per chunk as the engine does."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    peak = 0
+    chunks = model.forward_chunks(**inputs)
+    while True:
+        seen: dict[int, int] = {}
+
+        def pack(t: torch.Tensor, seen=seen) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in params and storage.nbytes():
+                seen[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        with saved_tensors_hooks(pack, lambda t: t):
+            step = next(chunks, None)
+            if step is None:
+                break
+            loss = step[2].float().square().mean()
+        peak = max(peak, sum(seen.values()))
+        loss.backward()
+    return peak
+
+
+def measure_static(model: DialogueTRM, inputs: dict) -> int:
+    """Bytes of weights + gradients + AdamW state after one real optimizer step."""
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    for _, _, out in model.forward_chunks(**inputs):
+        out.float().square().mean().backward()
+    optimizer.step()
+    tensors = [p for p in model.parameters()]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def grid(n_per_mode: int, seed: int = 0) -> list[Case]:
+    """A seeded random sample of a factorial grid, per (precision, checkpointing) mode."""
+    axes = {
+        "hidden": (32, 64),
+        "heads": (2, 4),
+        "enc_layers": (1, 2),
+        "intra": (1, 2),
+        "inter": (1, 2),
+        "ffn": (64, 256),
+        "modalities": (1, 2, 3),
+        "batch": (1, 3),
+        "turns": (4, 12),
+        "tokens": (12, 40),
+    }
+    rng = random.Random(seed)
+    cases = []
+    for precision, ckpt in itertools.product(("fp32", "bf16"), (False, True)):
+        for _ in range(n_per_mode):
+            values = {name: rng.choice(choices) for name, choices in axes.items()}
+            cases.append(Case(**values, precision=precision, checkpointing=ckpt))
+    return cases
+
+
+def fit(rows: list[tuple[Case, int]]) -> dict:
+    """Non-negative bytes per value of each feature, per mode, minimising relative error."""
+    out = {}
+    for kind, ckpt in itertools.product(("fp32", "half"), (False, True)):
+        mine = [
+            (c, m)
+            for c, m in rows
+            if ("fp32" if c.precision == "fp32" else "half") == kind and c.checkpointing == ckpt
+        ]
+        X = np.array([[budget.features(c.k, c.profile())[f] for f in FEATURES] for c, _ in mine])
+        y = np.array([m for _, m in mine], dtype=float)
+        scale = X.max(0)
+        scale[scale == 0] = 1.0
+        coef, _ = nnls((X / scale) / y[:, None], np.ones(len(y)))
+        out[(kind, ckpt)] = {
+            f: round(float(c), 3) for f, c in zip(FEATURES, coef / scale, strict=True)
+        }
+    return out
+
+
+def run_grid(n_per_mode: int, refit: bool) -> None:
+    t0 = time.perf_counter()
+    rows = []
+    for case in grid(n_per_mode):
+        rows.append((case, measure_saved(tiny_model(case), batch_inputs(case))))
+    print(f"measured {len(rows)} configs in {time.perf_counter() - t0:.1f} s")
+    if refit or not budget.COEFFICIENTS:
+        budget.COEFFICIENTS.update(fit(rows))
+        print("fitted COEFFICIENTS =", budget.COEFFICIENTS)
+    errors = {}
+    print(
+        "\nprecision ckpt enc intra inter mod B  L  T  h  heads ffn | measured KiB "
+        "estimated KiB  est/meas"
+    )
+    for case, measured in rows:
+        estimated = budget.saved_bytes(case.k, case.profile())
+        ratio = estimated / measured
+        errors.setdefault((case.precision, case.checkpointing), []).append(ratio)
+        print(
+            f"{case.precision:9} {case.checkpointing!s:5} {case.enc_layers:3} {case.intra:5} "
+            f"{case.inter:5} {case.modalities:3} {case.batch:2} {case.turns:2} {case.tokens:2} "
+            f"{case.hidden:2} {case.heads:5} {case.ffn:3} | {measured / 1024:12.1f} "
+            f"{estimated / 1024:13.1f}  {ratio:8.3f}"
+        )
+    print("\nmode            n  mean est/meas  worst |est/meas - 1|")
+    worst = 0.0
+    for (precision, ckpt), ratios in errors.items():
+        r = np.array(ratios)
+        worst = max(worst, float(np.abs(r - 1).max()))
+        print(
+            f"{precision:5} ckpt={ckpt!s:5} {len(r):3}  {r.mean():13.3f}  {np.abs(r - 1).max():.3f}"
+        )
+    print(f"FIT_ERROR = {worst:.3f}")
+
+
+def static_check() -> None:
+    """Weights + grads + AdamW state: counted after a real step vs ``static_bytes``."""
+    for case in (Case(), Case(hidden=32, intra=2, inter=2, modalities=3, enc_layers=2)):
+        model, inputs = tiny_model(case), batch_inputs(case)
+        measured = measure_static(model, inputs)
+        # The estimate's tiny encoder has a 4000-token vocabulary; this one has VOCAB tokens.
+        extra_vocab = (budget.VOCAB_TINY - VOCAB) * case.hidden * 16
+        estimated = budget.static_bytes(case.profile()) - extra_vocab
+        print(f"static: measured {measured / 1024:.1f} KiB, estimated {estimated / 1024:.1f} KiB")
+
+
+def k_table(budget_gb: float = 11.0) -> None:
+    """Largest K (estimated) of the paper's config on MELD per memory setting."""
+    print(f"\nlargest K in {budget_gb} GB, paper config (BERT-base, 6/4 layers, batch 4), MELD:")
+    for precision, ckpt, chunk in itertools.product(("fp32", "bf16"), (False, True), (0, 4)):
+        profile = MemoryProfile(precision=precision, gradient_checkpointing=ckpt, chunk_size=chunk)
+        k = budget.largest_k(budget_gb, profile)
+        at14 = budget.estimate_gb(14, profile)
+        print(f"  {precision} ckpt={ckpt!s:5} chunk={chunk}: K <= {k}   (K=14: {at14:.2f} GB)")
+
+
+def meld_lengths(data_dir: str, batch_size: int = 4, max_length: int = 256) -> None:
+    """MELD train's worst-batch shapes per K, with BERT-uncased word pieces (the ``minilm``
+    package ships that vocabulary) and the engine's length-sorted batches (3 epochs' orders)."""
+    from trainable.datasets import load_dataset
+    from trainable.encoder import InputBuilder, load_tokenizer
+    from trainable.engine import length_batches
+
+    splits = load_dataset("meld", data_dir)
+    print(f"\nMELD train: {len(splits.train)} dialogues; batches of {batch_size}")
+    print("  K  worst batch: padded turns  real turns/dialogue  padded tokens")
+    for k in (0, 1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48, 64):
+        config = DialogueTRMConfig(encoder="minilm", k=k, max_length=max_length)
+        builder = InputBuilder(load_tokenizer(config), config)
+        items = [
+            {"input_ids": [t.input_ids for t in builder.dialogue(d.utterances, d.speakers)]}
+            for d in splits.train
+        ]
+        worst = (0.0, 0, 0.0, 0)
+        for epoch in range(3):
+            for idx in length_batches(items, batch_size, 0, epoch):
+                turns = [len(items[i]["input_ids"]) for i in idx]
+                tokens = max(len(t) for i in idx for t in items[i]["input_ids"])
+                n = sum(turns)
+                size = n * tokens * (17 * 768 + 2.5 * 12 * tokens)  # encoder's saved values
+                if size > worst[0]:
+                    worst = (size, max(turns), n / len(idx), tokens)
+        _, turns, valid, tokens = worst
+        print(f"{k:3}  {turns:26}  {valid:19.1f}  {tokens:13}")
+
+
+def peak_check() -> None:
+    """Whole-step peak of tensor memory (torch's MemTracker, CPU) vs ``estimate_bytes`` without
+    the GPU allocator slack: checks the static + saved + transient decomposition."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    print("\nprecision ckpt  peak measured KiB  estimated KiB (no slack)  est/meas")
+    for case in (
+        Case(hidden=64, enc_layers=2, intra=2, modalities=2, batch=3, turns=12, tokens=40),
+        Case(hidden=64, enc_layers=2, intra=2, modalities=2, batch=3, turns=12, tokens=40,
+             checkpointing=True),
+        Case(hidden=64, enc_layers=2, intra=2, modalities=2, batch=3, turns=12, tokens=40,
+             precision="bf16"),
+    ):  # fmt: skip
+        model, inputs = tiny_model(case), batch_inputs(case)
+        optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+        for _ in range(2):  # the second step has AdamW's state from the start
+            tracker = MemTracker()
+            tracker.track_external(model, optimizer)
+            with tracker:
+                for _, _, out in model.forward_chunks(**inputs):
+                    out.float().square().mean().backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        measured = sum(v["Total"] for v in tracker.get_tracker_snapshot("peak").values())
+        profile = case.profile()
+        extra_vocab = (budget.VOCAB_TINY - VOCAB) * case.hidden * 16
+        estimated = (
+            budget.static_bytes(profile)
+            - extra_vocab
+            + budget.saved_bytes(case.k, profile)
+            + budget.transient_bytes(case.k, profile)
+        )
+        print(
+            f"{case.precision:9} {case.checkpointing!s:5} {measured / 1024:17.1f}  "
+            f"{estimated / 1024:24.1f}  {estimated / measured:8.3f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-mode", type=int, default=24, help="configs per memory mode")
+    parser.add_argument("--refit", action="store_true", help="fit instead of budget.py's costs")
+    parser.add_argument("--lengths", action="store_true", help="MELD worst-batch shapes per K")
+    parser.add_argument("--peak", action="store_true", help="whole-step peak (slow)")
+    parser.add_argument(
+        "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/meld")
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # two cores, and a search may be running beside this bench
+    start = time.perf_counter()
+    if args.lengths:
+        meld_lengths(args.data_dir)
+    elif args.peak:
+        peak_check()
+    else:
+        run_grid(args.per_mode, args.refit)
+        static_check()
+        k_table()
+    print(f"\nwall time {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
