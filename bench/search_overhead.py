@@ -6,6 +6,7 @@ the same trainable called sequentially in this process without Ray.
     python bench/search_overhead.py                    # 40 trials x 2 epochs x 1.0 s, 2 at a time
     python bench/search_overhead.py --no-reuse-actors  # the same with a fresh process per trial
     python bench/search_overhead.py --spin --asha      # busy-wait epochs; ASHA stopping trials
+    python bench/search_overhead.py --per-report       # 8 trials x 50 free epochs: cost per report
 
 Each epoch of a trial waits a fixed ``--epoch-s`` (sleeping, or spinning with ``--spin``) and
 then reports one metric with a tiny checkpoint, so every trial costs the same and everything
@@ -23,7 +24,14 @@ measured it, ``time_total_s`` of each trial's last result, B = in-process baseli
   not running trial code;
 - overhead per trial (c*W - S) / N: slot-seconds each trial costs beyond its own run;
 - against the baseline: W / (B/c), the slowdown against a perfect c-way split of the pure
-  trial cost, and (c*W - B) / N, the per-trial overhead measured that way.
+  trial cost, and (c*W - B) / N, the per-trial overhead measured that way;
+- per report (R = epochs reported): (c*W - B) / R, the slot-seconds one ``tune.report``
+  costs (the driver's result handling, scheduler, searcher, MLflow metrics write). It is
+  what a replayed search (``bench/search_efficiency.py``, epochs that cost nothing) pays per
+  epoch; ``--per-report`` measures it alone: 8 trials of 50 free epochs (``--epoch-s 0``),
+  without checkpoints (``--no-checkpoints``, as a replay) and with the MLflow store and
+  Tune's storage on tmpfs (``--tmpfs``). W / R is the same seen as the search's wall time:
+  with reports that cost nothing, the driver handles one report after another.
 """
 
 from __future__ import annotations
@@ -69,6 +77,9 @@ def trial_body(config: dict, report) -> None:
     """The whole trial: per epoch, the fixed cost, then a metric and a tiny checkpoint."""
     for epoch in range(1, config["epochs"] + 1):
         wait(config["epoch_s"], config["spin"])
+        if not config.get("checkpoints", True):
+            report({"score": score(config, epoch), "epoch": epoch}, None)
+            continue
         with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as folder:
             (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch, **config}))
             report({"score": score(config, epoch), "epoch": epoch}, folder)
@@ -78,8 +89,9 @@ def ray_trial(config: dict) -> None:
     """The Ray Tune function trainable around ``trial_body``."""
     from ray import tune
 
-    def report(metrics: dict, folder: str) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    def report(metrics: dict, folder: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(folder) if folder else None
+        tune.report(metrics, checkpoint=checkpoint)
 
     trial_body(config, report)
 
@@ -108,9 +120,24 @@ def main() -> None:
         help="Tune's actor reuse (orch's default: on).",
     )
     parser.add_argument("--baseline-trials", type=int, default=None, help="Default: --trials.")
+    parser.add_argument(
+        "--checkpoints", action=argparse.BooleanOptionalAction, default=True,
+        help="A tiny checkpoint with every report (default: on).",
+    )  # fmt: skip
+    parser.add_argument("--tmpfs", action="store_true", help="MLflow and Tune on /dev/shm.")
+    parser.add_argument(
+        "--per-report", action="store_true",
+        help="8 trials x 50 free epochs, no checkpoints, tmpfs: the cost of one report.",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.per_report:
+        args.trials, args.epochs, args.epoch_s = 8, 50, 0.0
+        args.checkpoints, args.tmpfs = False, True
     c, n = args.concurrency, args.trials
-    constants = {"epochs": args.epochs, "epoch_s": args.epoch_s, "spin": args.spin}
+    constants = {
+        "epochs": args.epochs, "epoch_s": args.epoch_s, "spin": args.spin,
+        "checkpoints": args.checkpoints,
+    }  # fmt: skip
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # store creation notices
@@ -119,7 +146,8 @@ def main() -> None:
     connect_ray(num_cpus=c)
     ray_start = time.perf_counter() - started
 
-    with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
+    shm = "/dev/shm" if args.tmpfs and Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="orch-bench-", dir=shm) as tmp:
         settings = SearchSettings(
             space=space,
             metric="score",
@@ -151,7 +179,8 @@ def main() -> None:
     print(
         f"search: {n} trials x {args.epochs} epochs x {args.epoch_s:g} s "
         f"({'spin' if args.spin else 'sleep'}), {c} at a time, ASHA {'on' if args.asha else 'off'}, "
-        f"reuse_actors {'on' if args.reuse_actors else 'off'}, TPE, MLflow sqlite; "
+        f"reuse_actors {'on' if args.reuse_actors else 'off'}, TPE, MLflow sqlite"
+        f"{' on tmpfs' if shm else ''}, checkpoints {'on' if args.checkpoints else 'off'}; "
         f"{epochs_run} epochs run, {len(errors)} failed trials"
     )
     print(
@@ -167,6 +196,8 @@ def main() -> None:
         ("overhead per trial (c*W - S) / N", (c * wall - summed) / n, "s"),
         (f"W / (B/{c}), slowdown vs a perfect {c}-way split", wall / (base / c), "x"),
         ("overhead per trial vs baseline (c*W - B) / N", (c * wall - base) / n, "s"),
+        ("per report vs baseline (c*W - B) / R", (c * wall - base) / max(1, epochs_run), "s"),
+        ("search wall time per report W / R", wall / max(1, epochs_run), "s"),
     ]
     for label, value, unit in rows:
         print(f"{label + ':':<52}{value:9.3f} {unit}")

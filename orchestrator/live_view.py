@@ -195,7 +195,9 @@ class LiveTable(Callback):
             self._live.update(self.render())
 
     def setup(self, **info) -> None:
-        self.total = self.total or info.get("total_num_samples")
+        from orchestrator.runs import trial_count
+
+        self.total = self.total or trial_count(info)
         if not self.enabled:
             return
         self._live = Live(

@@ -39,6 +39,7 @@ from orchestrator.runs import (
     TRIAL_TAG,
     failure_reason,
     fidelity,
+    trial_count,
 )
 
 # Ray's bookkeeping numbers: not metrics of the model.
@@ -212,7 +213,7 @@ class MlflowSearchCallback(Callback):
     # -- Tune hooks -------------------------------------------------------------------------
 
     def setup(self, **info) -> None:
-        self.total = info.get("total_num_samples") or self.total
+        self.total = trial_count(info) or self.total
         self.open()
 
     def on_step_begin(self, iteration, trials, **info) -> None:

@@ -10,6 +10,7 @@ one-line failure reasons; it imports neither Ray nor the MLflow client at import
 from __future__ import annotations
 
 import re
+import sys
 
 from orchestrator.tracking import client_for, resolve_tracking_uri, sqlite_file
 from trainable.metrics import metric_mode
@@ -173,3 +174,10 @@ def failure_summary(failed: list[dict]) -> str:
         kinds[kind] = kinds.get(kind, 0) + 1
     counts = ", ".join(f"{kind} ({n})" for kind, n in sorted(kinds.items(), key=lambda x: -x[1]))
     return f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed: {counts}"
+
+
+def trial_count(tune_setup_info: dict) -> int | None:
+    """The trials a search runs, from Tune's ``setup`` info; None when a ``--budget`` ends it
+    instead (Tune counts ``num_samples=-1`` as ``sys.maxsize`` trials)."""
+    total = tune_setup_info.get("total_num_samples")
+    return total if total and total < sys.maxsize else None

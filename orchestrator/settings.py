@@ -18,6 +18,7 @@ from orchestrator.tracking import default_root
 
 DEFAULT_GPU_MEMORY_GB = 11.0  # the paper's card
 DEFAULT_EPOCHS = 10  # TrainConfig's default, when the space does not fix epochs
+ASHA_TELLS = ("pruned", "complete")
 
 
 class SettingsError(ValueError):
@@ -57,7 +58,10 @@ class SearchSettings:
     """Screening fidelity: the encoder never trains, its vectors are computed once and
     cached, only the layers above it train (labelled frozen in MLflow and orch best)."""
     trials: int = 40
-    """Number of trials (configs) to run."""
+    """Number of trials (configs) to run; not used with --budget."""
+    budget: int | None = None
+    """Compute budget in trial-epochs (epochs reported, summed over trials): sample configs
+    until it is spent, then stop [default: none, run --trials trials]."""
     sampler: str = "tpe"
     """Optuna sampler: tpe, random or gp."""
     seed: int = 0
@@ -70,6 +74,12 @@ class SearchSettings:
     """ASHA: epochs every trial gets before it can be stopped."""
     reduction_factor: float = 3.0
     """ASHA: 1 in this many trials goes on at each rung."""
+    tie_metric: str = "dev_loss"
+    """ASHA: trials tied on --metric at a rung are ranked by this metric (minimised if a
+    loss or error, else maximised); none: no tie-break (Ray's rule)."""
+    asha_tells: str = "pruned"
+    """What Optuna is told of a trial ASHA stopped early: pruned (its intermediate values,
+    orch's default) or complete (its last score as final, Ray's default)."""
     max_concurrent: int | None = None
     """Trials running at once at most [default: as many as resources allow]."""
     cpus_per_trial: float = 1.0
@@ -132,10 +142,17 @@ class SearchSettings:
                     f"{option(name)} {getattr(self, name)!r} is unknown; expected one of "
                     f"{', '.join(known)}"
                 )
+        if self.asha_tells not in ASHA_TELLS:
+            raise SettingsError(
+                f"--asha-tells {self.asha_tells!r} is unknown; expected one of "
+                f"{', '.join(ASHA_TELLS)}"
+            )
+        if not self.tie_metric:
+            raise SettingsError("--tie-metric must name a metric, or none")
         if self.mode not in ("max", "min"):
             raise SettingsError(f"mode must be max or min, got {self.mode!r}")
         at_least = {
-            "trials": 1, "epochs": 1, "grace_period": 1, "max_concurrent": 1,
+            "trials": 1, "budget": 1, "epochs": 1, "grace_period": 1, "max_concurrent": 1,
             "keep_checkpoints": 1, "max_failures": 0, "max_dialogues": 1,
         }  # fmt: skip
         for name, low in at_least.items():
@@ -152,6 +169,16 @@ class SearchSettings:
             self.data_dir = str(Path(self.data_dir).expanduser().resolve())
         if not self.name:
             self.name = f"{self.dataset or 'search'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    @property
+    def num_samples(self) -> int:
+        """Tune's ``num_samples``: --trials, or unbounded (-1) when --budget ends the search."""
+        return -1 if self.budget is not None else self.trials
+
+    @property
+    def tie_break(self) -> str | None:
+        """The metric that breaks ties at ASHA's rungs, or None."""
+        return None if self.tie_metric.lower() == "none" else self.tie_metric
 
     @property
     def experiment_path(self) -> str:

@@ -35,7 +35,9 @@ SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "random": _random, "gp": _gp}
 
 def _asha(settings, searcher, max_t: int):
     from orchestrator.optuna_pruning import PruningASHA
+    from orchestrator.runs import metric_mode
 
+    tie_metric = settings.tie_break
     scheduler = PruningASHA(
         metric=settings.metric,
         mode=settings.mode,
@@ -43,6 +45,8 @@ def _asha(settings, searcher, max_t: int):
         grace_period=min(settings.grace_period, max_t),
         reduction_factor=settings.reduction_factor,
         on_prune=searcher.mark_pruned,
+        tie_metric=tie_metric,
+        tie_mode=metric_mode(tie_metric) if tie_metric else "min",
     )
     searcher.keep_state_of(scheduler)  # ASHA's rungs are saved with the searcher
     return scheduler

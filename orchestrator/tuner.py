@@ -10,7 +10,8 @@ scheduler and callbacks come back from ``tuner.pkl`` (pickled when the search st
 Tune brings the searcher (Optuna study, pruned trials, ASHA's rungs: see ``optuna_pruning``),
 the callbacks' state and the trial list up to the latest experiment snapshot. Finished and
 failed trials stay as they are; unfinished ones continue from their last checkpoint; the
-search still runs its number of trials in all.
+search still runs its number of trials in all (or spends its ``--budget``: see
+``compute_budget``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from orchestrator import search_reports
+from orchestrator.compute_budget import EpochBudget
 from orchestrator.driver import quiet_driver, sigterm_as_interrupt
 from orchestrator.live_view import LiveTable
 from orchestrator.mlflow_callback import MlflowSearchCallback
@@ -185,8 +187,11 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         mode=settings.mode,
         sampler=make_sampler(settings.sampler, settings.seed),
         points_to_evaluate=settings.points_to_evaluate,
+        tell_pruned=settings.asha_tells == "pruned",
+        budget=settings.budget,
     )
     scheduler = make_scheduler(settings.scheduler, settings, searcher, max_t)
+    budgeted = settings.budget is not None
     recorder = MlflowSearchCallback(
         search_name=settings.name,
         metric=settings.metric,
@@ -201,7 +206,7 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         settings.metric,
         settings.mode,
         sampled,
-        total=settings.trials,
+        total=None if budgeted else settings.trials,
         console=console,
         is_pruned=searcher.is_pruned,
         title=settings.name,
@@ -216,7 +221,7 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=settings.trials,
+            num_samples=settings.num_samples,
             max_concurrent_trials=settings.max_concurrent,
             reuse_actors=settings.reuse_actors,
             trial_dirname_creator=_trial_dirname,
@@ -224,6 +229,7 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         run_config=RunConfig(
             name=settings.name,
             storage_path=settings.storage,
+            stop=EpochBudget(settings.budget, searcher, max_t) if budgeted else None,
             verbose=0,
             callbacks=all_callbacks,
             checkpoint_config=CheckpointConfig(

@@ -118,6 +118,7 @@ def _plan(settings: SearchSettings, space, json_out: bool) -> None:
         "metric": settings.metric,
         "mode": settings.mode,
         "trials": settings.trials,
+        "budget": settings.budget,
         "epochs": settings.max_t(constants),
         "sampler": settings.sampler,
         "scheduler": settings.scheduler,
@@ -127,8 +128,11 @@ def _plan(settings: SearchSettings, space, json_out: bool) -> None:
     if json_out:
         print(json.dumps(plan))
         return
+    size = f"{plan['trials']} trials x {plan['epochs']} epochs"
+    if settings.budget is not None:
+        size = f"trials x up to {plan['epochs']} epochs (budget {settings.budget} trial-epochs)"
     print(
-        f"search {plan['name']}: {plan['trials']} trials x {plan['epochs']} epochs of "
+        f"search {plan['name']}: {size} of "
         f"{plan['dataset']}, space {plan['space']} sampling {', '.join(sampled)}; "
         f"{plan['sampler']} + {plan['scheduler']}, {'maximise' if plan['mode'] == 'max' else 'minimise'} "
         f"{plan['metric']}; checkpoints in {plan['storage']}"

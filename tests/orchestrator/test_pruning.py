@@ -6,10 +6,11 @@ from __future__ import annotations
 import pickle
 from types import SimpleNamespace
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from orchestrator.optuna_pruning import PruningASHA, PruningOptunaSearch
 from orchestrator.strategies import SAMPLERS, SCHEDULERS, make_sampler
@@ -123,3 +124,103 @@ def test_every_registered_strategy_builds():
         searcher = SimpleNamespace(mark_pruned=lambda trial_id: None, keep_state_of=lambda s: None)
         scheduler = SCHEDULERS[name](settings, searcher, 4)
         assert isinstance(scheduler, PruningASHA) == (name == "asha")
+
+
+def tie_asha(**kwargs):
+    return PruningASHA(
+        metric="m", mode="max", max_t=9, grace_period=1, reduction_factor=3, **kwargs
+    )
+
+
+def tied(loss, value=40.0, step=1):
+    return {"m": value, "dev_loss": loss, "training_iteration": step}
+
+
+def test_ties_at_a_rung_are_cut_by_dev_loss():
+    """Six trials with the same score after one epoch: Ray's rule stops none of them (none
+    is below the cutoff, which is their shared value); the tie-break stops those whose dev
+    loss is worse than the rung's cutoff loss, and tells the searcher they were pruned."""
+    losses = {"t1": 1.0, "t2": 1.5, "t3": 0.5, "t4": 1.2, "t5": 0.4, "t6": 0.9}
+    pruned = []
+    asha = tie_asha(on_prune=pruned.append, tie_metric="dev_loss", tie_mode="min")
+    plain = AsyncHyperBandScheduler(
+        metric="m", mode="max", max_t=9, grace_period=1, reduction_factor=3
+    )
+    decisions, plain_decisions = {}, {}
+    for trial_id, loss in losses.items():
+        trial = fake_trial(trial_id)
+        asha.on_trial_add(None, trial)
+        plain.on_trial_add(None, trial)
+        decisions[trial_id] = asha.on_trial_result(None, trial, tied(loss))
+        plain_decisions[trial_id] = plain.on_trial_result(None, trial, tied(loss))
+    assert set(plain_decisions.values()) == {TrialScheduler.CONTINUE}
+    stopped = {t for t, d in decisions.items() if d == TrialScheduler.STOP}
+    # t2: worse than t1's 1.0; t4: 1.2 is worse than the 2/3 quantile of {1.0, 1.5, 0.5}
+    # (0.833); t6: 0.9 is worse than that of {1.0, 1.5, 0.5, 1.2, 0.4} (0.56).
+    assert stopped == {"t2", "t4", "t6"} and set(pruned) == stopped
+    # A higher score still wins whatever its loss: the tie metric only orders equals.
+    late = fake_trial("t7")
+    asha.on_trial_add(None, late)
+    assert asha.on_trial_result(None, late, tied(9.0, value=41.0)) == TrialScheduler.CONTINUE
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice")  # Ray's own ASHA, on all-NaN rungs
+def test_tie_metric_lost_in_a_result_changes_nothing():
+    """Without the tie metric (or without tie_metric) decisions are exactly Ray's, ties and
+    NaNs included."""
+    rng = np.random.default_rng(3)
+    values = rng.choice([0.1, 0.2, 0.3, float("nan")], size=(30, 3))
+    mine = tie_asha(tie_metric="dev_loss")
+    ray_asha = AsyncHyperBandScheduler(
+        metric="m", mode="max", max_t=9, grace_period=1, reduction_factor=3
+    )
+    for i, row in enumerate(values):
+        trial = fake_trial(f"t{i}")
+        mine.on_trial_add(None, trial)
+        ray_asha.on_trial_add(None, trial)
+        for step, value in zip((1, 3, 9), row, strict=True):
+            got = mine.on_trial_result(None, trial, result(float(value), step))
+            want = ray_asha.on_trial_result(None, trial, result(float(value), step))
+            assert got == want, (i, step)
+            if got == TrialScheduler.STOP:
+                break
+
+
+def test_rungs_survive_a_snapshot_and_old_snapshots_load():
+    """The state a resumed search restores decides like the live scheduler; a state saved
+    before rungs held pairs (plain floats) loads and keeps Ray's rule for those values."""
+    live = tie_asha(tie_metric="dev_loss")
+    for trial_id, loss in (("a", 1.0), ("b", 0.5), ("c", 0.7)):
+        live.on_trial_add(None, fake_trial(trial_id))
+        live.on_trial_result(None, fake_trial(trial_id), tied(loss))
+    restored = tie_asha(tie_metric="dev_loss")
+    restored.set_state(pickle.loads(pickle.dumps(live.get_state())))
+    for scheduler in (live, restored):
+        scheduler.on_trial_add(None, fake_trial("d"))
+    assert restored.on_trial_result(None, fake_trial("d"), tied(0.9)) == TrialScheduler.STOP
+    assert live.on_trial_result(None, fake_trial("d"), tied(0.9)) == TrialScheduler.STOP
+
+    old = AsyncHyperBandScheduler(metric="m", mode="max", max_t=9, grace_period=1,
+                                  reduction_factor=3)  # fmt: skip
+    for trial_id, value in (("a", 0.2), ("b", 0.4)):
+        old.on_trial_add(None, fake_trial(trial_id))
+        old.on_trial_result(None, fake_trial(trial_id), result(value, 1))
+    state = {k: getattr(old, k) for k in ("_brackets", "_trial_info", "_counter", "_num_stopped")}
+    upgraded = tie_asha(tie_metric="dev_loss")
+    upgraded.set_state(pickle.loads(pickle.dumps(state)))
+    upgraded.on_trial_add(None, fake_trial("c"))
+    assert upgraded.on_trial_result(None, fake_trial("c"), tied(0.1, value=0.3)) == "STOP"
+    upgraded.on_trial_complete(None, fake_trial("a"), result(0.5, 3))  # old trial info works
+
+
+def test_asha_tells_complete_keeps_the_partial_score_as_final():
+    s = PruningOptunaSearch(
+        space=space, metric="m", mode="max", sampler=make_sampler("random", 0), tell_pruned=False
+    )
+    s.suggest("t1")
+    s.on_trial_result("t1", result(0.3, 1))
+    s.mark_pruned("t1")
+    s.on_trial_complete("t1", result=result(0.2, 2))
+    (trial,) = s.study.trials
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.2
+    assert s.is_pruned("t1")  # MLflow and the live table still say pruned

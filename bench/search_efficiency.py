@@ -1,0 +1,255 @@
+"""What TPE, ASHA and telling Optuna "pruned" buy over random search, measured by replaying a
+table of real learning curves through orch's own ``run_search``.
+
+    python bench/search_efficiency.py                  # bench/data/meld_curves.json, 10 seeds
+    python bench/search_efficiency.py --smoke          # the small table, 3 seeds x 16 trials, < 3 minutes
+    python bench/search_efficiency.py --budget 120     # every strategy spends 120 trial-epochs
+
+Each search is a real ``orch search`` minus the training: Ray Tune, OptunaSearch, the ASHA
+scheduler, the PRUNED bookkeeping, concurrency and the driver's MLflow callback (a temporary
+sqlite store), with ``orchestrator.replay.replay_trial`` reporting the recorded curve of the
+grid point nearest each sampled config (one epoch = one unit of cost). A driver callback
+records every result in the order the driver received it, which gives the anytime curve:
+best dev F1 so far against trial-epochs spent.
+
+Printed per strategy and concurrency (median [quartiles] over seeds): the final best dev
+weighted F1; the test weighted F1 of the epoch it picked (its best dev epoch, as ``orch best``
+does); trial-epochs spent; the trial-epochs needed to reach random-without-stopping's median
+final best, as a ratio of random's median spend (median over seeds, a seed that never
+reaches it counted as infinite: ``-`` when the median seed does not reach it).
+``--png`` draws the anytime curves; ``--json`` keeps every search's trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ray.tune import Callback  # noqa: E402
+
+from orchestrator.replay import ReplaySpace, load_table, replay_trial  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    """Row label."""
+    sampler: str
+    """--sampler."""
+    scheduler: str
+    """--scheduler."""
+    asha_tells: str = "pruned"
+    """--asha-tells: what Optuna hears of an ASHA stop."""
+
+
+STRATEGIES = [
+    Strategy("random", "random", "none"),
+    Strategy("random+asha", "random", "asha"),
+    Strategy("tpe", "tpe", "none"),
+    Strategy("tpe+asha complete", "tpe", "asha", "complete"),
+    Strategy("tpe+asha pruned (orch)", "tpe", "asha", "pruned"),
+    Strategy("gp+asha", "gp", "asha"),
+]
+DEFAULT = "tpe+asha pruned (orch)"
+
+
+class Trace(Callback):
+    """Every result the driver receives, in order: (trial, epoch, dev F1, test F1)."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, int, float, float]] = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.rows.append((trial.trial_id, int(result["training_iteration"]),
+                          float(result["dev_weighted_f1"]), float(result["test_weighted_f1"])))  # fmt: skip
+
+
+def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path) -> dict:
+    """One search; its trace summarised (best so far per trial-epoch, the pick)."""
+    from orchestrator.settings import SearchSettings
+    from orchestrator.tuner import run_search
+
+    name = f"{strategy.sampler}-{strategy.scheduler}-{strategy.asha_tells}-c{concurrency}-s{seed}"
+    settings = SearchSettings(
+        space=ReplaySpace(args.table), metric="dev_weighted_f1", mode="max",
+        trials=args.trials, budget=args.budget, sampler=strategy.sampler, seed=seed,
+        scheduler=strategy.scheduler, asha_tells=strategy.asha_tells,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+        tie_metric=args.tie_metric, max_concurrent=concurrency, cpus_per_trial=1.0,
+        keep_checkpoints=1, storage=str(root / "ray"), name=name,
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}", live=False,
+    )  # fmt: skip
+    trace = Trace()
+    run_search(replay_trial, settings, callbacks=[trace])
+    best, best_test, anytime = -1.0, float("nan"), []
+    for _, _, dev, test in trace.rows:
+        if dev > best:
+            best, best_test = dev, test
+        anytime.append(best)
+    return {"strategy": strategy.name, "seed": seed, "concurrency": concurrency,
+            "best_dev": best, "picked_test": best_test, "epochs": len(trace.rows),
+            "trials": len({r[0] for r in trace.rows}), "anytime": anytime}  # fmt: skip
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def epochs_to_reach(anytime: list[float], target: float) -> float:
+    return next((i + 1 for i, v in enumerate(anytime) if v >= target), float("inf"))
+
+
+def summarise(runs: list[dict]) -> tuple[list[dict], float]:
+    """One row per (strategy, concurrency) and random's median final best (the target)."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["strategy"], run["concurrency"]), []).append(run)
+    random_runs = [r for (s, _), rs in groups.items() if s == "random" for r in rs]
+    target = statistics.median(r["best_dev"] for r in random_runs) if random_runs else None
+    random_spend = statistics.median(r["epochs"] for r in random_runs) if random_runs else None
+    rows = []
+    for (strategy, c), group in groups.items():
+        reach = sorted(epochs_to_reach(r["anytime"], target) for r in group) if target else []
+        reached = [x for x in reach if x != float("inf")]
+        # The median over seeds, counting a seed that never reached the target as infinite.
+        median_reach = statistics.median(reach) if reach else float("inf")
+        rows.append({
+            "strategy": strategy, "concurrency": c, "seeds": len(group),
+            "best_dev": quartiles([r["best_dev"] for r in group]),
+            "picked_test": quartiles([r["picked_test"] for r in group]),
+            "epochs": quartiles([r["epochs"] for r in group]),
+            "reached": f"{len(reached)}/{len(group)}" if target is not None else "-",
+            "ratio": median_reach / random_spend if random_spend else float("nan"),
+        })  # fmt: skip
+    return rows, target
+
+
+def print_table(rows: list[dict], target: float | None, oracle: float) -> None:
+    def q(t, fmt="{:.2f}"):
+        return f"{fmt.format(t[1])} [{fmt.format(t[0])}, {fmt.format(t[2])}]"
+
+    against = (
+        "no random run to compare with"
+        if target is None
+        else (f"random's median final best: {target:.2f}")
+    )
+    print(f"best dev F1 in the table (oracle): {oracle:.2f}; {against}")
+    head = (f"{'strategy':<24}{'c':>3}{'seeds':>6}  {'best dev F1':<22}{'test F1 of pick':<22}"
+            f"{'trial-epochs':<20}{'reach':>6}{'ratio':>7}")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ratio = "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.2f}"
+        print(f"{r['strategy']:<24}{r['concurrency']:>3}{r['seeds']:>6}  {q(r['best_dev']):<22}"
+              f"{q(r['picked_test']):<22}{q(r['epochs'], '{:.0f}'):<20}{r['reached']:>6}"
+              f"{ratio:>7}")  # fmt: skip
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    """Best dev so far vs cumulative trial-epochs: median and quartile band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    groups: dict[str, list[list[float]]] = {}
+    for run in runs:
+        groups.setdefault(f"{run['strategy']} c={run['concurrency']}", []).append(run["anytime"])
+    for label, curves in groups.items():
+        # A search that stopped sooner keeps its final best for the rest of the x axis.
+        width = max(len(c) for c in curves)
+        padded = np.array([c + [c[-1]] * (width - len(c)) for c in curves])
+        x = np.arange(1, width + 1)
+        q1, q2, q3 = np.percentile(padded, [25, 50, 75], axis=0)
+        (line,) = ax.plot(x, q2, label=label)
+        ax.fill_between(x, q1, q3, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("trial-epochs spent")
+    ax.set_ylabel("best dev weighted F1 so far")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=REPO / "bench" / "data" / "meld_curves.json")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=None, help="Default 40 (--smoke: 16).")
+    parser.add_argument("--budget", type=int, default=None, help="Trial-epochs per search.")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[2])
+    parser.add_argument("--default-concurrency", type=int, nargs="*", default=[8],
+                        help="Extra concurrencies for orch's default only.")  # fmt: skip
+    parser.add_argument("--strategies", nargs="+", default=[s.name for s in STRATEGIES])
+    parser.add_argument("--grace-period", type=int, default=1)
+    parser.add_argument("--reduction-factor", type=float, default=3.0)
+    parser.add_argument("--tie-metric", default="dev_loss")
+    parser.add_argument("--smoke", action="store_true", help="Small table, 3 seeds, 16 trials.")
+    parser.add_argument("--png", type=Path, default=None, help="Draw the anytime curves.")
+    parser.add_argument("--json", type=Path, default=None, help="Write every search's trace.")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.table = REPO / "tests" / "data" / "tiny_curves.json"
+        args.seeds = min(args.seeds, 3)
+        args.trials = args.trials or 16
+    args.trials = args.trials or 40
+    unknown = set(args.strategies) - {s.name for s in STRATEGIES}
+    if unknown:
+        raise SystemExit(f"--strategies: unknown {', '.join(sorted(unknown))}")
+    table = load_table(args.table)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("orchestrator.search_reports").setLevel(logging.ERROR)  # no checkpoints
+    warnings.filterwarnings("ignore")  # Optuna's experimental-feature notices, per search
+
+    from orchestrator.resources import connect_ray
+
+    connect_ray(num_cpus=max([*args.concurrency, *args.default_concurrency]))
+    plan = [(s, c) for s in STRATEGIES if s.name in args.strategies for c in args.concurrency]
+    plan += [(s, c) for s in STRATEGIES if s.name == DEFAULT and s.name in args.strategies
+             for c in args.default_concurrency if c not in args.concurrency]  # fmt: skip
+    runs, started = [], time.perf_counter()
+    # MLflow's sqlite store commits once per reported epoch: on tmpfs that costs ~9 ms
+    # instead of ~25 ms per report on this machine's disk (bench/search_overhead.py --per-report).
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="orch-efficiency-", dir=shm) as tmp:
+        for strategy, c in plan:
+            for seed in range(args.seeds):
+                runs.append(run_one(strategy, seed, c, args, Path(tmp)))
+    wall = time.perf_counter() - started
+    size = f"budget {args.budget} trial-epochs" if args.budget else f"{args.trials} trials"
+    print(f"table {args.table.name}: {len(table.configs)} configs x {table.epochs} epochs; "
+          f"{size} per search, {args.seeds} seeds, ASHA grace {args.grace_period} rf "
+          f"{args.reduction_factor:g} tie {args.tie_metric}; {len(runs)} searches in "
+          f"{wall:.0f} s")  # fmt: skip
+    rows, target = summarise(runs)
+    print_table(rows, target, table.best())
+    if args.png:
+        plot(runs, args.png)
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "rows": rows, "runs": runs}, indent=1))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    main()
