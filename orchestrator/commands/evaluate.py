@@ -59,6 +59,21 @@ def evaluate(
     config = trial_config(best.params, finetune, encoder_lr)
     fid = fidelity(config)
     runs = evaluation_runs(client, experiment_id, parent.info.run_id, fid)
+    changed = sorted(
+        key
+        for run in runs.values()
+        if run.info.status == "FINISHED"
+        for key, value in config.items()
+        if key != "seed" and run.data.params.get(key, "None") != str(value)
+    )
+    if changed:  # mean and std over seeds trained with different settings would mean nothing
+        key = changed[0]
+        raise fail(
+            f"orch evaluate {search}: finished seeds were trained with another {key} "
+            f"({_saved(runs, key)}); evaluate with the same --{key.replace('_', '-')} "
+            "or delete those runs",
+            USAGE,
+        )
     todo = [s for s in range(seeds) if s not in runs or runs[s].info.status != "FINISHED"]
     for seed in todo:  # a seed stopped half way is trained again, from scratch
         if seed in runs:
@@ -67,6 +82,10 @@ def evaluate(
         _train(todo, config, parent, search, fid, client, experiment_id, tracking_uri, address,
                max_concurrent, cpus_per_trial)  # fmt: skip
     _report(client, experiment_id, parent, search, fid, best.metric, seeds, json_out)
+
+
+def _saved(runs: dict, key: str) -> str:
+    return next(r.data.params.get(key, "None") for r in runs.values())
 
 
 def _train(todo, config, parent, search, fid, client, experiment_id, tracking_uri, address,

@@ -98,6 +98,12 @@ def test_seeds_mean_and_resume(searched):
         r.info.run_id for r in again.values()
     }
 
+    # Seeds trained with other settings are not mixed into the same mean.
+    mixed = runner.invoke(app, ["evaluate", "tiny", "--tracking-uri", uri, "--seeds", "4",
+                                "--encoder-lr", "1e-3"])  # fmt: skip
+    assert mixed.exit_code == 2 and "encoder_lr" in mixed.stderr and "None" in mixed.stderr
+    assert sorted(evaluation_runs(uri)) == [0, 1, 2]  # nothing trained, nothing deleted
+
 
 def test_finetuning_a_frozen_screen_keeps_its_lr_above_a_fine_tuning_encoder_rate():
     from orchestrator.evaluation import FINETUNE_ENCODER_LR, trial_config
