@@ -65,13 +65,13 @@ class MemoryBounds:
         return self.ks.get((mode, batch, intra, inter), 0)
 
     def inter_max(self, mode: str, batch: int, intra: int) -> int:
-        return max(j for j in range(1, 5) if self.k_max(mode, batch, intra, j) >= 1 or j == 1)
+        return max((j for j in range(1, 5) if self.k_max(mode, batch, intra, j) >= 1), default=1)
 
     def intra_max(self, mode: str, batch: int) -> int:
-        return max(i for i in range(1, 7) if self.k_max(mode, batch, i, 1) >= 1 or i == 1)
+        return max((i for i in range(1, 7) if self.k_max(mode, batch, i, 1) >= 1), default=1)
 
     def batch_max(self, mode: str) -> int:
-        return max(b for b in range(1, 9) if self.k_max(mode, b, 1, 1) >= 1 or b == 1)
+        return max((b for b in range(1, 9) if self.k_max(mode, b, 1, 1) >= 1), default=1)
 
     def plan(self, batch: int, intra: int, inter: int, k: int) -> dict:
         """The cheapest settings under which (batch, layers, K) fit, as trial constants."""
