@@ -7,6 +7,7 @@ the same trainable called sequentially in this process without Ray.
     python bench/search_overhead.py --no-reuse-actors  # the same with a fresh process per trial
     python bench/search_overhead.py --spin --asha      # busy-wait epochs; ASHA stopping trials
     python bench/search_overhead.py --per-report       # 8 trials x 50 free epochs: cost per report
+    python bench/search_overhead.py --per-report --compare-writes  # against orch's old writes
 
 Each epoch of a trial waits a fixed ``--epoch-s`` (sleeping, or spinning with ``--spin``) and
 then reports one metric with a tiny checkpoint, so every trial costs the same and everything
@@ -32,6 +33,11 @@ measured it, ``time_total_s`` of each trial's last result, B = in-process baseli
   without checkpoints (``--no-checkpoints``, as a replay) and with the MLflow store and
   Tune's storage on tmpfs (``--tmpfs``). W / R is the same seen as the search's wall time:
   with reports that cost nothing, the driver handles one report after another.
+
+``--compare-writes`` runs the search first as orch wrote results before (every result its
+own MLflow commit: ``FLUSH_S = 0``; Tune's TensorBoard logger on) and then as it writes them
+now (results within ``mlflow_callback.FLUSH_S`` of the last write batched, no TensorBoard
+files), same seed and trials, and prints W / R of both and their ratio.
 """
 
 from __future__ import annotations
@@ -126,6 +132,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--tmpfs", action="store_true", help="MLflow and Tune on /dev/shm.")
     parser.add_argument(
+        "--compare-writes", action="store_true",
+        help="First as orch wrote results before (each its own commit, TensorBoard on).",
+    )  # fmt: skip
+    parser.add_argument(
         "--per-report", action="store_true",
         help="8 trials x 50 free epochs, no checkpoints, tmpfs: the cost of one report.",
     )  # fmt: skip
@@ -147,35 +157,74 @@ def main() -> None:
     ray_start = time.perf_counter() - started
 
     shm = "/dev/shm" if args.tmpfs and Path("/dev/shm").is_dir() else None
-    with tempfile.TemporaryDirectory(prefix="orch-bench-", dir=shm) as tmp:
-        settings = SearchSettings(
-            space=space,
-            metric="score",
-            mode="max",
-            trials=n,
-            sampler="tpe",
-            seed=0,
-            scheduler="asha" if args.asha else "none",
-            epochs=args.epochs,
-            max_concurrent=c,
-            cpus_per_trial=1.0,
-            storage=str(Path(tmp) / "ray"),
-            name="bench",
-            tracking_uri=f"sqlite:///{Path(tmp) / 'mlruns' / 'mlflow.db'}",
-            constants=constants,
-            reuse_actors=args.reuse_actors,
-            live=False,
-        )
-        started = time.perf_counter()
-        result = run_search(ray_trial, settings)
-        wall = time.perf_counter() - started
+    before = None
+    if args.compare_writes:  # a first, small search pays the imports for both
+        timed_search(argparse.Namespace(**{**vars(args), "trials": 2}), constants, shm, "now")
+        before = timed_search(args, constants, shm, writes="before")
+    wall, result = timed_search(args, constants, shm, writes="now")
     errors = [r for r in result.results if r.error]
     summed = sum(r.metrics.get("time_total_s", 0.0) for r in result.results)
     epochs_run = sum(r.metrics.get("training_iteration", 0) for r in result.results)
 
     m = args.baseline_trials or n
     base = baseline(m, constants) * n / m  # scaled to N trials when fewer were run
+    report_rows(args, shm, load, ray_start, wall, summed, base, epochs_run, errors, m)
+    if before is not None:
+        old_wall, old = before
+        old_epochs = sum(r.metrics.get("training_iteration", 0) for r in old.results)
+        old_per, new_per = old_wall / max(1, old_epochs), wall / max(1, epochs_run)
+        print(f"{'W / R, writes as before (each result a commit, TBX):':<52}{old_per:9.3f} s")
+        print(f"{'W / R, writes now (batched within FLUSH_S, no TBX):':<52}{new_per:9.3f} s")
+        print(f"{'before / now':<52}{old_per / new_per:9.2f} x")
 
+
+def timed_search(args, constants: dict, shm: str | None, writes: str):
+    """One search; (wall seconds, SearchResult). ``writes="before"``: every result its own
+    MLflow commit and Tune's TensorBoard logger on, as orch wrote them before."""
+    import orchestrator.mlflow_callback as mlflow_callback
+
+    flush_s, auto = mlflow_callback.FLUSH_S, os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    if writes == "before":
+        mlflow_callback.FLUSH_S = 0.0
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
+    try:
+        with tempfile.TemporaryDirectory(prefix="orch-bench-", dir=shm) as tmp:
+            settings = search_settings(args, constants, Path(tmp))
+            started = time.perf_counter()
+            result = run_search(ray_trial, settings)
+            return time.perf_counter() - started, result
+    finally:
+        mlflow_callback.FLUSH_S = flush_s
+        if auto is None:
+            os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+        else:
+            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = auto
+
+
+def search_settings(args, constants: dict, tmp: Path) -> SearchSettings:
+    c, n = args.concurrency, args.trials
+    return SearchSettings(
+        space=space,
+        metric="score",
+        mode="max",
+        trials=n,
+        sampler="tpe",
+        seed=0,
+        scheduler="asha" if args.asha else "none",
+        epochs=args.epochs,
+        max_concurrent=c,
+        cpus_per_trial=1.0,
+        storage=str(tmp / "ray"),
+        name="bench",
+        tracking_uri=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+        constants=constants,
+        reuse_actors=args.reuse_actors,
+        live=False,
+    )
+
+
+def report_rows(args, shm, load, ray_start, wall, summed, base, epochs_run, errors, m) -> None:
+    c, n = args.concurrency, args.trials
     print(
         f"search: {n} trials x {args.epochs} epochs x {args.epoch_s:g} s "
         f"({'spin' if args.spin else 'sleep'}), {c} at a time, ASHA {'on' if args.asha else 'off'}, "

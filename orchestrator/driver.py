@@ -57,6 +57,8 @@ def quiet_driver(live: bool):
     fires when short epochs checkpoint often (tests, smoke runs), which is expected here."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's JSON/CSV loggers are passed explicitly (tuner.missing_loggers); not TensorBoard's.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
     if live:

@@ -182,6 +182,7 @@ def run_seeds(trainable, config: dict, seeds: list[int], recorder, settings) -> 
 
     from orchestrator.driver import quiet_driver, sigterm_as_interrupt
     from orchestrator.resources import connect_ray
+    from orchestrator.tuner import missing_loggers
 
     connect_ray(settings.address)
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
@@ -195,7 +196,7 @@ def run_seeds(trainable, config: dict, seeds: list[int], recorder, settings) -> 
             name=f"{settings.name}-evaluate-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=settings.storage,
             verbose=0,
-            callbacks=[recorder],
+            callbacks=[recorder, *missing_loggers([recorder])],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         ),

@@ -3,7 +3,10 @@
 One parent run per search; one nested child run per trial (run name = trial id, tags from
 ``orchestrator.runs``); params once; metrics per epoch (step = ``training_iteration``); the
 end of each trial as a tag (``orch.state`` = completed / pruned / failed) and as the run's
-status (FINISHED / KILLED / FAILED). What happens after the last trial (best checkpoint,
+status (FINISHED / KILLED / FAILED). Metrics reported within ``flush_s`` of the last write
+wait for the next write (at most ``flush_s`` later, and always before a run ends): one
+sqlite commit per result cost the driver ~25 ms, which a search of short epochs (a replayed
+one, ``bench/search_overhead.py --per-report``) paid on every report. What happens after the last trial (best checkpoint,
 study, plots, closing the parent) is ``search_reports``; picking runs up again after a resume
 is ``mlflow_resume``.
 
@@ -16,13 +19,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ray.tune import Callback
 
 from orchestrator import mlflow_resume
-from orchestrator.mlflow_writer import MAX_TAG, MlflowWriter
+from orchestrator.mlflow_writer import MAX_TAG, MlflowWriter, metrics_at
 from orchestrator.runs import (
     DEFAULT_EXPERIMENT,
     DRIVER_TAG,
@@ -51,6 +55,9 @@ RAY_KEYS = {
     "time_since_restore",
     "time_total_s",
 }
+# Results that come faster than this are written together: real epochs (minutes) are each
+# written at once; a killed driver loses at most this much of the metrics.
+FLUSH_S = 1.0
 
 
 def error_text(trial) -> str:
@@ -79,7 +86,11 @@ class MlflowSearchCallback(Callback):
         experiment: MLflow experiment holding the searches.
         parent_params: logged once on the parent (dataset, space, sampler, command, ...).
         is_pruned: tells whether the scheduler stopped a trial early (then KILLED/pruned).
+        flush_s: metrics reported within this many seconds of the last write are batched
+            (None: ``FLUSH_S``; 0 writes every result at once).
     """
+
+    flush_s = FLUSH_S  # the default for callbacks pickled by an older orch
 
     def __init__(
         self,
@@ -90,6 +101,7 @@ class MlflowSearchCallback(Callback):
         experiment: str = DEFAULT_EXPERIMENT,
         parent_params: dict | None = None,
         is_pruned: Callable[[str], bool] | None = None,
+        flush_s: float | None = None,
     ):
         self.search_name = search_name
         self.metric, self.mode = metric, mode
@@ -109,6 +121,9 @@ class MlflowSearchCallback(Callback):
         self.running: set[str] = set()  # trials started by this driver and not ended yet
         self.resumed = False  # this driver continues an earlier one's search
         self._dropped_lost = False  # runs of trials lost with a killed driver: deleted once
+        self.flush_s = FLUSH_S if flush_s is None else flush_s
+        self.pending: dict[str, list] = {}  # run id -> metrics not written yet
+        self._flushed_at = 0.0  # time.monotonic() of the last write
 
     @property
     def client(self):
@@ -117,6 +132,11 @@ class MlflowSearchCallback(Callback):
     @property
     def tracking_uri(self) -> str:
         return self.writer.tracking_uri
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled (a resumed search): metrics not written then were never saved either.
+        self.__dict__.update(state)
+        self.pending, self._flushed_at = {}, 0.0
 
     # -- Tune's callback state: saved with each experiment snapshot, given back on restore --
 
@@ -161,6 +181,7 @@ class MlflowSearchCallback(Callback):
             self.writer.tracking_uri = tracking_uri
         self.resumed = True
         self.running, self.interrupted, self.logged_step = set(), False, {}
+        self.pending, self._flushed_at = {}, 0.0
         self._dropped_lost = False
         self.open()
         run = self.client.get_run(self.parent_run_id)
@@ -171,6 +192,7 @@ class MlflowSearchCallback(Callback):
         """Terminate every child still open as KILLED and the parent with ``status``."""
         if self.parent_run_id is None:
             return
+        self.flush()
         for trial_id, run_id in self.children.items():
             if trial_id not in self.closed:
                 self.writer.end_run(run_id, "KILLED", {STATE_TAG: "interrupted"})
@@ -202,7 +224,19 @@ class MlflowSearchCallback(Callback):
         self.children[trial_id] = run_id
         return run_id
 
+    def flush(self) -> None:
+        """Write every metric waiting in ``pending`` (one batch per run)."""
+        pending, self.pending = self.pending, {}
+        for run_id, metrics in pending.items():
+            self.writer.log_metric_list(run_id, metrics)
+        self._flushed_at = time.monotonic()
+
+    def _flush_if_due(self) -> None:
+        if self.pending and time.monotonic() - self._flushed_at >= self.flush_s:
+            self.flush()
+
     def _finish(self, trial, state: str, status: str, error: str | None = None) -> None:
+        self.flush()  # a run's metrics are all in before it ends
         tags = {STATE_TAG: state}
         if error:
             tags[ERROR_TAG] = error[-MAX_TAG:]
@@ -220,6 +254,9 @@ class MlflowSearchCallback(Callback):
         if self.resumed and not self._dropped_lost:
             self._dropped_lost = True  # once per resumed driver, when Tune has its trials
             mlflow_resume.drop_lost(self, {t.trial_id for t in trials})
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        self._flush_if_due()  # what waits is written even when no other result comes
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running.add(trial.trial_id)
@@ -240,7 +277,8 @@ class MlflowSearchCallback(Callback):
         if step <= self.logged_step.get(trial.trial_id, 0):
             return  # an epoch repeated after a resume: logged once, by the earlier driver
         metrics = {k: v for k, v in result.items() if k not in RAY_KEYS}
-        self.writer.log_metrics(run_id, metrics, step)
+        self.pending.setdefault(run_id, []).extend(metrics_at(metrics, step))
+        self._flush_if_due()
         node = result.get("node_id")
         if isinstance(node, str) and self.nodes.get(trial.trial_id) != node:
             # Tagged once, and again only when a retry lands on another node.
@@ -264,6 +302,7 @@ class MlflowSearchCallback(Callback):
         RUNNING): a trial that started here and never completed or failed, one never
         started, or fewer trials than asked mean the search was interrupted. A search that
         ran to its end stays open for ``search_reports.finish``."""
+        self.flush()
         unfinished = [t for t in trials if not t.is_finished()]
         short = self.total is not None and len(trials) < self.total
         if self.running or unfinished or short:

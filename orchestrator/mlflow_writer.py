@@ -28,6 +28,14 @@ def numeric(values: dict) -> dict[str, float]:
     }
 
 
+def metrics_at(values: dict, step: int) -> list:
+    """The numeric entries of ``values`` as MLflow ``Metric``s at ``step``, stamped now."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, step) for k, v in numeric(values).items()]
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """HEAD of the repository at ``cwd`` (``-dirty`` when there are local changes), or None."""
     try:
@@ -92,10 +100,10 @@ class MlflowWriter:
 
     def log_metrics(self, run_id: str, values: dict, step: int) -> None:
         """The numeric entries of ``values`` at ``step``, in one batch (or a few)."""
-        from mlflow.entities import Metric
+        self.log_metric_list(run_id, metrics_at(values, step))
 
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in numeric(values).items()]
+    def log_metric_list(self, run_id: str, metrics: list) -> None:
+        """MLflow ``Metric``s (any steps) of one run: one commit per 1000."""
         for start in range(0, len(metrics), METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
 

@@ -113,3 +113,38 @@ def test_node_id_is_a_tag_set_again_only_when_a_retry_moves(uri):
     assert run.data.tags["orch.node_id"] == "node-b"  # the latest attempt's node
     assert "node_id" not in run.data.metrics  # a string is a tag, never a metric
     cb.close()
+
+
+def test_metrics_reported_faster_than_flush_s_are_written_together(uri, monkeypatch):
+    import orchestrator.mlflow_callback as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    cb = callback(uri, flush_s=5.0)
+    cb.open()
+    trial = fake_trial("t1")
+    cb.on_trial_start(0, [], trial)
+
+    def steps():
+        history = cb.client.get_metric_history(cb.children["t1"], "dev_weighted_f1")
+        return [m.step for m in history]
+
+    def report(step):
+        cb.on_trial_result(0, [], trial, {"dev_weighted_f1": step / 10, "training_iteration": step})
+
+    report(1)
+    assert steps() == [1]  # nothing written for 5 s: written at once (a real epoch)
+    clock[0] += 1.0
+    report(2)
+    report(3)
+    cb.on_step_end(0, [])
+    assert steps() == [1]  # within 5 s of the last write: waiting
+    clock[0] += 5.0
+    cb.on_step_end(0, [])  # due now, although no other result came
+    assert steps() == [1, 2, 3]
+    report(4)
+    cb.on_trial_complete(0, [], trial)  # a run's metrics are all in before it ends
+    assert steps() == [1, 2, 3, 4]
+    assert cb.client.get_run(cb.children["t1"]).info.status == "FINISHED"
+    assert cloudpickle.loads(cloudpickle.dumps(cb)).pending == {}
+    cb.close()
