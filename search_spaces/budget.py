@@ -1,5 +1,5 @@
-"""Peak memory of one DialogueTRM training step, the largest K that fits a budget, and the
-cheapest memory settings (precision, gradient checkpointing, chunking) that fit a config.
+"""Peak memory of one DialogueTRM training step and the largest K that fits a budget (the
+cheapest memory settings that fit a config: ``search_spaces.memory_plan``).
 
 The estimate, in bytes, of the memory a trial's allocator holds at its peak::
 
@@ -34,8 +34,6 @@ GB = 1024**3
 K_CEILING = 64  # largest K largest_k() considers; beyond it the window covers whole dialogues
 SLACK = 1.1
 VOCAB_TINY = 4000  # the tiny encoder's default vocabulary (DialogueTRMConfig.tiny_vocab_size)
-CHUNK_SIZES = (16, 8, 4, 2, 1)  # chunk sizes memory="auto" may pick, cheapest (largest) first
-CHECKPOINT_COST = 4 / 3  # checkpointing recomputes each forward once: ~1/3 more compute
 
 FEATURES = (
     "enc_tokens",  # encoder layers x sequences x tokens x encoder width
@@ -57,6 +55,7 @@ FEATURES = (
 # and width per layer, ~12 B per attention score (probabilities, dropout output and mask).
 # CPU autocast keeps layer norms and softmax in fp32, so bf16 saves only ~30 %; on a GPU the
 # fused attention kernels save no scores at all (unmeasured here: no GPU).
+# With checkpointing, encoder, intra-modal and fusion layers keep only their inputs.
 COEFFICIENTS: dict[tuple[str, bool], dict[str, float]] = {
     ("fp32", False): {
         "enc_tokens": 71.503, "enc_scores": 11.891, "embed_tokens": 14.892,
@@ -65,10 +64,10 @@ COEFFICIENTS: dict[tuple[str, bool], dict[str, float]] = {
         "head_rows": 6.733, "cast_params": 0.0,
     },
     ("fp32", True): {
-        "enc_tokens": 4.432, "enc_scores": 0.0, "embed_tokens": 12.371,
-        "intra_rows": 4.082, "intra_ffn": 0.89, "intra_scores": 0.006,
-        "inter_rows": 48.104, "inter_ffn": 11.942, "inter_scores": 10.699,
-        "head_rows": 8.168, "cast_params": 0.0,
+        "enc_tokens": 4.26, "enc_scores": 0.0, "embed_tokens": 12.619,
+        "intra_rows": 5.301, "intra_ffn": 0.356, "intra_scores": 0.206,
+        "inter_rows": 4.208, "inter_ffn": 0.0, "inter_scores": 0.0,
+        "head_rows": 7.452, "cast_params": 0.0,
     },
     ("half", False): {
         "enc_tokens": 50.305, "enc_scores": 12.097, "embed_tokens": 12.286,
@@ -77,13 +76,13 @@ COEFFICIENTS: dict[tuple[str, bool], dict[str, float]] = {
         "head_rows": 0.131, "cast_params": 1.966,
     },
     ("half", True): {
-        "enc_tokens": 3.884, "enc_scores": 0.0, "embed_tokens": 13.053,
-        "intra_rows": 6.985, "intra_ffn": 0.0, "intra_scores": 1.991,
-        "inter_rows": 23.634, "inter_ffn": 6.319, "inter_scores": 12.874,
-        "head_rows": 3.078, "cast_params": 1.79,
+        "enc_tokens": 3.801, "enc_scores": 0.0, "embed_tokens": 13.438,
+        "intra_rows": 5.533, "intra_ffn": 0.0, "intra_scores": 0.284,
+        "inter_rows": 0.0, "inter_ffn": 0.133, "inter_scores": 0.088,
+        "head_rows": 3.872, "cast_params": 1.534,
     },
 }  # fmt: skip
-FIT_ERROR = 0.040  # worst |estimate / measured - 1| of saved bytes on the bench's 96 configs
+FIT_ERROR = 0.037  # worst |estimate / measured - 1| of saved bytes on the bench's 96 configs
 
 
 # MELD train, worst batch of 4 (bench/memory_model.py --lengths): padded word pieces of the
@@ -146,7 +145,7 @@ class MemoryProfile:
     precision: str = "fp32"
     """fp32, bf16 or fp16 autocast."""
     gradient_checkpointing: bool = False
-    """Recompute each layer in backward (encoder and intra-modal layers)."""
+    """Recompute each layer in backward (encoder, intra-modal and fusion layers)."""
     chunk_size: int = 0
     """Turns per backward (0: the whole dialogue)."""
     freeze_encoder: bool = False
@@ -259,9 +258,9 @@ def features(k: int, profile: MemoryProfile) -> dict[str, float]:
     intra = profile.intra_layers * profile.modalities
     _, above = parameter_count(profile)
     # Autocast's 16-bit weight copies saved for backward; layers run under checkpointing save
-    # none (they recast when recomputed): then only the fusion layers and heads count.
+    # none (they recast when recomputed): then only the gates and heads count.
     if profile.gradient_checkpointing:
-        cast = above - profile.modalities * profile.intra_layers * (4 * h * h + 2 * h * f)
+        cast = above - (intra + inter) * (4 * h * h + 2 * h * f)
     else:
         cast = above + (0 if profile.freeze_encoder else enc.parameters - enc.embedding_parameters)
     return {
@@ -321,7 +320,8 @@ def estimate_gb(k: int, profile: MemoryProfile | None = None) -> float:
     return estimate_bytes(k, profile or MemoryProfile()) / GB
 
 
-def _check_budget(budget_gb: float) -> None:
+def check_budget(budget_gb: float) -> None:
+    """Raise ValueError naming the budget unless it is positive."""
     if not budget_gb > 0:
         raise ValueError(f"gpu memory budget must be > 0 GB, got {budget_gb}")
 
@@ -329,7 +329,7 @@ def _check_budget(budget_gb: float) -> None:
 def largest_k(budget_gb: float, profile: MemoryProfile | None = None) -> int | None:
     """The largest K in [0, K_CEILING] whose estimate fits ``budget_gb``; None if even K = 0
     does not fit. The estimate never decreases with K, so the first K over budget ends it."""
-    _check_budget(budget_gb)
+    check_budget(budget_gb)
     profile = profile or MemoryProfile()
     if estimate_gb(0, profile) > budget_gb:
         return None
@@ -340,71 +340,3 @@ def largest_k(budget_gb: float, profile: MemoryProfile | None = None) -> int | N
         mid = (low + high) // 2
         low, high = (mid, high) if estimate_gb(mid, profile) <= budget_gb else (low, mid)
     return low
-
-
-@dataclass(frozen=True)
-class MemoryPlan:
-    """Memory settings chosen for one trial (``memory = auto``) and what they cost."""
-
-    precision: str
-    """Autocast dtype: fp32 when it fits, else bf16."""
-    gradient_checkpointing: bool
-    """Recompute activations in backward."""
-    chunk_size: int
-    """Turns per backward (0: whole dialogues)."""
-    relative_cost: float
-    """Compute relative to fp32 without checkpointing or chunking (a model, not measured)."""
-
-    def settings(self) -> dict:
-        """The config fields this plan sets."""
-        return {
-            "precision": self.precision,
-            "gradient_checkpointing": self.gradient_checkpointing,
-            "chunk_size": self.chunk_size,
-        }
-
-
-def plan_cost(k: int, intra_layers: int, checkpointing: bool, chunk_size: int) -> float:
-    """Relative compute of a memory setting (a model, not a measurement): checkpointing
-    recomputes the forward (x 4/3); a chunk of c turns also re-encodes its chunk_prefix
-    (K per intra layer) turns, x (c + prefix) / c. 16-bit precision costs nothing extra on
-    a GPU with bf16 kernels."""
-    prefix = k * intra_layers
-    chunked = (chunk_size + prefix) / chunk_size if chunk_size else 1.0
-    return (CHECKPOINT_COST if checkpointing else 1.0) * chunked
-
-
-def candidate_settings(
-    turns: int, precisions: tuple[str, ...] = ("fp32", "bf16")
-) -> list[tuple[str, bool, int]]:
-    """Every (precision, checkpointing, chunk size) ``auto`` may pick for dialogues of
-    ``turns`` turns; ``precisions`` in order of preference."""
-    chunks = (0, *(c for c in CHUNK_SIZES if c < turns))
-    return [(p, ckpt, c) for p in precisions for ckpt in (False, True) for c in chunks]
-
-
-def candidate_plans(
-    k: int, profile: MemoryProfile, precisions: tuple[str, ...] = ("fp32", "bf16")
-) -> list[MemoryPlan]:
-    """Every memory setting ``auto`` may pick for window K, cheapest first; at equal cost the
-    earlier precision (fp32: the numerics the paper trained with) goes first."""
-    plans = []
-    for p, ckpt, chunk in candidate_settings(profile.turns, precisions):
-        cost = plan_cost(k, profile.intra_layers, ckpt, chunk)
-        plans.append((cost, precisions.index(p), MemoryPlan(p, ckpt, chunk, cost)))
-    return [plan for *_, plan in sorted(plans, key=lambda item: item[:2])]
-
-
-def plan_memory(
-    k: int,
-    budget_gb: float,
-    profile: MemoryProfile,
-    precisions: tuple[str, ...] = ("fp32", "bf16"),
-) -> MemoryPlan | None:
-    """The cheapest memory settings under which window K fits ``budget_gb`` (the profile's own
-    precision, checkpointing and chunking are ignored); None when none does."""
-    _check_budget(budget_gb)
-    for plan in candidate_plans(k, profile, precisions):
-        if estimate_gb(k, dataclasses.replace(profile, **plan.settings())) <= budget_gb:
-            return plan
-    return None

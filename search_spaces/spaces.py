@@ -21,14 +21,9 @@ from pathlib import Path
 
 import optuna
 
-from search_spaces.budget import (
-    MemoryProfile,
-    candidate_settings,
-    estimate_gb,
-    largest_k,
-    plan_cost,
-)
+from search_spaces.budget import MemoryProfile, estimate_gb, largest_k
 from search_spaces.custom import space_from_file
+from search_spaces.memory_plan import candidate_settings, plan_cost
 
 Space = Callable[[optuna.Trial], dict]
 

@@ -126,6 +126,7 @@ class MultiGrainedFusion(nn.Module):
             {p + q: MultiModalGate(H) for p, q in self.pairs} if gated else {}
         )
         self.transformer = None
+        self.checkpointing = config.gradient_checkpointing
         if self.kind in ("mgif", "mgif-no-prototype"):
             self.e_cls = nn.Parameter(torch.randn(H) * 0.02)  # learned e_CLS of eq 15
             layer = nn.TransformerEncoderLayer(
@@ -157,8 +158,15 @@ class MultiGrainedFusion(nn.Module):
         B, L, H = seq[0].shape
         cls = self.e_cls.to(seq[0].dtype).expand(B, L, H)
         m = torch.stack([cls, *seq], dim=2).reshape(B * L, len(seq) + 1, H)  # eq 15: M_i
-        o = self.transformer(m)[:, 0]  # eq 16, full mask rho_i; o_i at e_CLS
-        return o.reshape(B, L, H)
+        # Eq 16, full mask rho_i. Layer by layer (what nn.TransformerEncoder does without a mask
+        # or final norm) so that, like the intra-modal layers, each can be recomputed in
+        # backward: B*L sequences of 1 + 2P tokens save as much as the intra layers do.
+        for layer in self.transformer.layers:
+            if self.checkpointing and self.training:
+                m = checkpoint(layer, m, use_reentrant=False)
+            else:
+                m = layer(m)
+        return m[:, 0].reshape(B, L, H)  # o_i at e_CLS
 
 
 class Discriminator(nn.Module):

@@ -22,8 +22,9 @@ from trainable.run import prepare
 
 MODEL_KEYS = {f.name for f in fields(DialogueTRMConfig)}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
-# ``memory`` and ``memory_estimate_gb`` record a ``memory=auto`` choice (search_spaces.budget):
-# the chosen precision, checkpointing and chunk size are model fields the trial trains with.
+# ``memory`` and ``memory_estimate_gb`` record a ``memory=auto`` choice
+# (search_spaces.memory_plan): the chosen precision, checkpointing and chunk size are model
+# fields the trial trains with.
 RUN_KEYS = {
     "dataset", "data_dir", "max_dialogues", "label", "cache_dir", "gpu_memory_gb",
     "memory", "memory_estimate_gb",
@@ -44,7 +45,7 @@ def split_config(config: dict) -> tuple[DialogueTRMConfig, TrainConfig, dict]:
         # trainable cannot import the budget model (layering): the space resolves ``auto``.
         raise ValueError(
             "memory=auto needs the precision, gradient_checkpointing and chunk_size its space "
-            "chose (search_spaces.budget.plan_memory); got a config without them"
+            "chose (search_spaces.memory_plan.plan_memory); got a config without them"
         )
     model = DialogueTRMConfig(**{k: v for k, v in config.items() if k in MODEL_KEYS})
     train = TrainConfig(**{k: v for k, v in config.items() if k in TRAIN_KEYS})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import shlex
@@ -30,6 +31,8 @@ from trainable.datasets.registry import dataset_help
 from trainable.presets import TRAIN_PRESETS, default_preset
 
 SHOWN = ("weighted_f1", "weighted_acc", "macro_f1", "mean_pearson", "mse", "loss")
+MEMORY_MODES = ("manual", "auto")
+CHOSEN = ("precision", "gradient_checkpointing", "chunk_size")  # what --memory auto sets
 
 
 def build_configs(preset: str | None, given: dict) -> tuple[DialogueTRMConfig, TrainConfig]:
@@ -48,6 +51,36 @@ def build_configs(preset: str | None, given: dict) -> tuple[DialogueTRMConfig, T
         option = option_name(field) if field in MODEL_FIELDS + TRAIN_FIELDS else "option"
         raise fail(f"{option}: {error}", USAGE) from None
     return model, train
+
+
+def choose_memory(
+    model: DialogueTRMConfig, train: TrainConfig, dataset: str, budget_gb: float, given: dict
+) -> tuple[DialogueTRMConfig, dict]:
+    """``--memory auto``: the model config with the cheapest precision, checkpointing and
+    chunk size whose estimated peak fits ``budget_gb`` (search_spaces.memory_plan, as a
+    search's ``memory=auto`` trials), and the params that record the choice."""
+    from search_spaces.budget import estimate_gb
+    from search_spaces.memory_plan import config_profile, plan_memory
+    from trainable.datasets import DATASETS
+
+    typed = [option_name(name) for name in CHOSEN if given.get(name) is not None]
+    if typed:
+        raise fail(f"--memory auto chooses {', '.join(typed)} itself; drop it or use manual", USAGE)
+    if not budget_gb > 0:
+        raise fail(f"--gpu-memory-gb must be > 0, got {budget_gb}", USAGE)
+    profile = config_profile(model, train.batch_size, len(DATASETS[dataset].modalities))
+    plan = plan_memory(model.k, budget_gb, profile)
+    if plan is None:
+        saving = dataclasses.replace(profile, precision="bf16", gradient_checkpointing=True)
+        least = estimate_gb(model.k, dataclasses.replace(saving, chunk_size=1))
+        raise fail(
+            f"--gpu-memory-gb {budget_gb:g} is too small for this model at K = {model.k}: even "
+            f"bf16, checkpointing and chunks of one turn need ~{least:.1f} GB",
+            USAGE,
+        )
+    estimate = estimate_gb(model.k, dataclasses.replace(profile, **plan.settings()))
+    params = {"gpu_memory_gb": budget_gb, "memory_estimate_gb": round(estimate, 2)}
+    return dataclasses.replace(model, **plan.settings()), params
 
 
 def run_params(dataset, data_dir, max_dialogues, model: DialogueTRMConfig, train: TrainConfig):
@@ -80,6 +113,14 @@ def train(
     json_out: bool = typer.Option(
         False, "--json", help="Print final dev/test metrics as one JSON line on stdout."
     ),
+    memory: str = typer.Option(
+        "manual",
+        help="manual: --precision, --gradient-checkpointing and --chunk-size as given; auto: "
+        "the cheapest of them whose estimated peak memory fits --gpu-memory-gb.",
+    ),
+    gpu_memory_gb: float = typer.Option(
+        11.0, help="GPU memory budget of --memory auto, in GB (the paper's card)."
+    ),
     **options,
 ) -> None:
     """Train one DialogueTRM on a dataset and record it in MLflow."""
@@ -93,9 +134,22 @@ def train(
         )
     if max_dialogues is not None and max_dialogues < 1:
         raise fail(f"--max-dialogues must be >= 1, got {max_dialogues}", USAGE)
+    if memory not in MEMORY_MODES:
+        raise fail(f"--memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}", USAGE)
     model_cfg, train_cfg = build_configs(preset, options)
+    memory_params = {"memory": memory}
+    if memory == "auto":
+        model_cfg, chosen = choose_memory(model_cfg, train_cfg, dataset, gpu_memory_gb, options)
+        memory_params |= chosen
     out = Console(stderr=json_out)
     err = Console(stderr=True)
+    if memory == "auto":
+        chunks = f"chunks of {model_cfg.chunk_size} turns" if model_cfg.chunk_size else "no chunks"
+        err.print(
+            f"memory auto: {model_cfg.precision}, checkpointing "
+            f"{'on' if model_cfg.gradient_checkpointing else 'off'}, {chunks} "
+            f"(estimate {memory_params['memory_estimate_gb']} GB of {gpu_memory_gb:g} GB)"
+        )
     try:
         trainer = prepare(
             dataset,
@@ -112,7 +166,7 @@ def train(
 
     writer = MlflowWriter(tracking_uri)
     params = run_params(dataset, data_dir, max_dialogues, trainer.model.config, train_cfg)
-    params.update(label=label, num_parameters=trainer.model.num_parameters())
+    params.update(label=label, num_parameters=trainer.model.num_parameters(), **memory_params)
     run_id = writer.start_run(
         writer.experiment(experiment),
         tags={

@@ -65,6 +65,19 @@ def test_options_override_presets_and_tiny_is_default_for_tiny():
         (["--dataset", "synthetic", "--hidden-size", "30", "--intra-heads", "4"], "--hidden-size"),
         (["--dataset", "synthetic", "--preset", "huge"], "--preset 'huge' is unknown"),
         (["--dataset", "synthetic", "--max-dialogues", "0"], "--max-dialogues must be >= 1"),
+        (["--dataset", "synthetic", "--memory", "some"], "--memory must be one of manual, auto"),
+        (
+            ["--dataset", "synthetic", "--memory", "auto", "--precision", "bf16"],
+            "--memory auto chooses --precision itself",
+        ),
+        (
+            ["--dataset", "synthetic", "--memory", "auto", "--gpu-memory-gb", "0"],
+            "--gpu-memory-gb must be > 0",
+        ),
+        (
+            ["--dataset", "synthetic", "--memory", "auto", "--gpu-memory-gb", "2"],
+            "--gpu-memory-gb 2 is too small for this model at K = 14",
+        ),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(args, expected, tmp_path, monkeypatch):

@@ -1,5 +1,4 @@
-"""The memory estimate against memory measured on real (tiny, random-init) models, and the
-plans ``memory = auto`` picks from it."""
+"""The memory estimate against memory measured on real (tiny, random-init) models."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from search_spaces.budget import (
     MemoryProfile,
     estimate_gb,
     largest_k,
-    plan_memory,
     saved_bytes,
     sequence_length,
     static_bytes,
@@ -109,21 +107,6 @@ def test_savings_raise_the_affordable_k():
     assert largest_k(16, replace(PAPER, freeze_encoder=True)) > base
     assert estimate_gb(14, replace(PAPER, encoder="bert-large")) > estimate_gb(14, PAPER)
     assert estimate_gb(14, replace(PAPER, encoder="minilm")) < estimate_gb(14, PAPER)
-
-
-def test_plan_memory_picks_the_cheapest_setting_that_fits():
-    roomy = plan_memory(14, 80, PAPER)
-    assert roomy.settings() == {
-        "precision": "fp32",
-        "gradient_checkpointing": False,
-        "chunk_size": 0,
-    }
-    tight = plan_memory(14, 11, PAPER)
-    assert tight is not None and tight.relative_cost > 1
-    assert estimate_gb(14, replace(PAPER, **tight.settings())) <= 11
-    # fp32 only: the plan must not use a 16-bit precision it was not offered.
-    assert plan_memory(14, 11, PAPER, precisions=("fp32",)).precision == "fp32"
-    assert plan_memory(14, 2, PAPER) is None  # nothing fits under the static part
 
 
 def test_bad_inputs_name_the_field():

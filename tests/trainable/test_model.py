@@ -134,6 +134,30 @@ def test_a_prefix_of_only_k_turns_would_not_be_exact(monkeypatch):
     assert (short - whole).abs().max() > 1e-4
 
 
+def test_checkpointing_recomputes_every_intra_and_fusion_layer_exactly(monkeypatch):
+    import trainable.model
+
+    calls = []
+
+    def counting(function, *args, **kwargs):
+        calls.append(type(function).__name__)
+        return torch.utils.checkpoint.checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(trainable.model, "checkpoint", counting)
+    grads = []
+    for checkpointing in (False, True):
+        model = build(audio_dim=12, visual_dim=10, gradient_checkpointing=checkpointing).train()
+        batch = make_batch(model, (6, 3), 12, 10)
+        loss = model.loss(model(**model_inputs(batch)), batch["labels"], batch["turn_mask"])
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    # 3 modalities x 2 intra layers + 2 fusion layers, each once in the forward pass.
+    assert calls == ["TransformerEncoderLayer"] * (3 * 2 + 2)
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], atol=1e-6), name
+
+
 def test_gradients_reach_the_encoder():
     model = build(audio_dim=12)
     batch = make_batch(model, (5, 5), 12)

@@ -1,0 +1,152 @@
+"""``memory = auto`` end to end without Ray's actors: the searcher a search builds suggests a
+trial config, the MLflow callback records the trial's params from it, and the trainable trains
+with exactly the memory settings the space chose (precision, checkpointing, chunk size)."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+
+import trainable.model
+import trainable.tune_trainable
+from orchestrator.mlflow_callback import MlflowSearchCallback
+from orchestrator.optuna_pruning import PruningOptunaSearch
+from orchestrator.settings import SearchSettings
+from trainable.tune_trainable import run_trial
+
+CHOSEN = ("precision", "gradient_checkpointing", "chunk_size")
+BUDGET_GB = 4.0  # small enough that some trials need bf16, checkpointing and chunks
+# The trial trains a tiny model (run constants override the space's): the choice was made for
+# the paper's model on the budget; what is tested is that it is recorded and trained with.
+TINY = {
+    "encoder": "tiny", "hidden_size": 32, "intra_heads": 2, "inter_heads": 2, "ffn_size": 64,
+    "max_length": 24, "tiny_vocab_size": 200, "warmup_steps": 0,
+}  # fmt: skip
+
+
+def point_choosing(bounds, wanted) -> dict:
+    """Sampled values of a joint-auto trial whose cheapest fitting settings are ``wanted``:
+    the one with the least compute (dialogues x layers), so that it trains fast."""
+    found = []
+    for (batch, intra, inter), _ in bounds.plans.items():
+        for k in range(1, bounds.k_max("auto", batch, intra, inter) + 1):
+            plan = bounds.plan(batch, intra, inter, k)
+            if wanted(plan["precision"], plan["gradient_checkpointing"], plan["chunk_size"]):
+                found.append((batch * (3 * intra + inter), k, batch, intra, inter))
+                break
+    assert found, "no joint-auto trial in the budget gets the wanted settings"
+    _, k, batch, intra, inter = min(found)
+    point = {"batch_size": batch, "intra_layers": intra, "inter_layers": inter, "k": k}
+    return point | {"lr": 3e-5, "warmup_steps": 0, "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def suggested(tmp_path_factory):
+    """The config Ray would hand the first trial of ``orch search --space joint-auto`` on a
+    4 GB budget, with that trial chosen to need bf16, checkpointing and chunks of < 16 turns
+    (chunks shorter than the synthetic dialogues, 6-16 turns, so that they really split)."""
+    root = tmp_path_factory.mktemp("auto")
+    settings = SearchSettings(
+        space="joint-auto",
+        dataset="synthetic",
+        gpu_memory_gb=BUDGET_GB,
+        epochs=1,
+        max_dialogues=8,
+        modalities=("text", "audio", "visual"),
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        constants={**TINY, "cache_dir": str(root / "cache")},
+    )
+    space = settings.build_space()
+    bounds = space.space.keywords["memory"]
+    point = point_choosing(bounds, lambda p, ckpt, chunk: p == "bf16" and ckpt and 0 < chunk < 16)
+    searcher = PruningOptunaSearch(
+        space=space,
+        metric="dev_weighted_f1",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        points_to_evaluate=[point],
+    )
+    return settings, point, searcher.suggest("trial_0")
+
+
+def test_the_choice_is_in_the_trial_config(suggested):
+    _, point, config = suggested
+    assert {k: config[k] for k in point} == point
+    assert config["memory"] == "auto" and 0 < config["memory_estimate_gb"] <= BUDGET_GB
+    assert config["precision"] == "bf16" and config["gradient_checkpointing"] is True
+    assert 0 < config["chunk_size"] < 16
+
+
+def test_the_choice_reaches_the_trials_mlflow_params(suggested):
+    settings, _, config = suggested
+    recorder = MlflowSearchCallback("auto", "dev_weighted_f1", "max", settings.tracking_uri)
+    recorder.open()
+    trial = SimpleNamespace(trial_id="trial_0", config=config, path="/tmp/t0", num_failures=0)
+    recorder.on_trial_start(0, [trial], trial)
+    params = recorder.client.get_run(recorder.children["trial_0"]).data.params
+    recorded = {k: params[k] for k in ("memory", *CHOSEN, "memory_estimate_gb")}
+    assert recorded == {
+        "memory": "auto",
+        "precision": "bf16",
+        "gradient_checkpointing": "True",
+        "chunk_size": str(config["chunk_size"]),
+        "memory_estimate_gb": str(config["memory_estimate_gb"]),
+    }
+
+
+def test_the_trainable_trains_with_the_choice(suggested, monkeypatch):
+    _, _, config = suggested
+    seen = {"trainer": None, "windows": [], "dtypes": set(), "checkpointed": 0}
+    prepare = trainable.tune_trainable.prepare
+
+    def recording_prepare(*args, **kwargs):
+        trainer = prepare(*args, **kwargs)
+        model = trainer.model
+        chunks = model.forward_chunks
+
+        def forward_chunks(*args, **kwargs):  # the engine's backward per chunk comes here
+            sizes = []
+            if model.training:
+                turn_mask = inspect.signature(chunks).bind(*args, **kwargs).arguments["turn_mask"]
+                seen["windows"].append((turn_mask.shape[1], sizes))
+            for start, end, logits in chunks(*args, **kwargs):
+                sizes.append(end - start)
+                yield start, end, logits
+
+        model.forward_chunks = forward_chunks
+        model.discriminator.w_o.register_forward_hook(
+            lambda module, args, out: seen["dtypes"].add(out.dtype) if module.training else None
+        )
+        seen["trainer"] = trainer
+        return trainer
+
+    def counting_checkpoint(*args, **kwargs):
+        seen["checkpointed"] += 1
+        return torch.utils.checkpoint.checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(trainable.tune_trainable, "prepare", recording_prepare)
+    monkeypatch.setattr(trainable.model, "checkpoint", counting_checkpoint)
+    reports = []
+    run_trial(config, lambda metrics, folder: reports.append(metrics))
+
+    assert len(reports) == 1  # one epoch
+    model = seen["trainer"].model
+    assert {name: getattr(model.config, name) for name in CHOSEN} == {
+        name: config[name] for name in CHOSEN
+    }
+    assert seen["dtypes"] == {torch.bfloat16}  # bf16 autocast
+    # Backward per chunk: every training batch cut into chunks of chunk_size turns.
+    size = config["chunk_size"]
+    for turns, sizes in seen["windows"]:
+        assert sizes == [size] * (turns // size) + ([turns % size] if turns % size else [])
+    assert any(turns > size for turns, _ in seen["windows"]), "no batch longer than a chunk"
+    # Every intra-modal and fusion layer of every chunk recomputed in backward, and the
+    # encoder's own checkpointing on.
+    chunks = sum(len(sizes) for _, sizes in seen["windows"])
+    layers = len(model.config.modalities) * config["intra_layers"] + config["inter_layers"]
+    assert seen["checkpointed"] == chunks * layers
+    assert model.utterance.encoder.is_activation_checkpointing
