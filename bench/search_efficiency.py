@@ -17,7 +17,11 @@ weighted F1; the test weighted F1 of the epoch it picked (its best dev epoch, as
 does); trial-epochs spent; the trial-epochs needed to reach random-without-stopping's median
 final best, as a ratio of random's median spend (median over seeds, a seed that never
 reaches it counted as infinite: ``-`` when the median seed does not reach it).
-``--png`` draws the anytime curves; ``--json`` keeps every search's trace.
+``--png`` draws the anytime curves; ``--json`` keeps every search's trace; ``--from-json``
+summarises saved traces (several files: parts run in parallel processes) without searching.
+ASHA settings other than ``orch search``'s defaults are appended to the row label. The
+end-of-search plots (``search_reports.log_plots``: drawn once per search from the study) are
+skipped: they cost seconds per search and no report.
 """
 
 from __future__ import annotations
@@ -77,6 +81,21 @@ class Trace(Callback):
                           float(result["dev_weighted_f1"]), float(result["test_weighted_f1"])))  # fmt: skip
 
 
+def label(strategy: Strategy, args) -> str:
+    """The row label: the strategy, and the ASHA settings where they are not orch's."""
+    from orchestrator.settings import SearchSettings
+
+    if strategy.scheduler != "asha":
+        return strategy.name
+    defaults = SearchSettings.__dataclass_fields__
+    changed = [f"{flag} {getattr(args, name):g}" if isinstance(getattr(args, name), float)
+               else f"{flag} {getattr(args, name)}"
+               for name, flag in (("grace_period", "grace"), ("reduction_factor", "rf"),
+                                  ("tie_metric", "tie"))
+               if getattr(args, name) != defaults[name].default]  # fmt: skip
+    return f"{strategy.name} [{', '.join(changed)}]" if changed else strategy.name
+
+
 def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path) -> dict:
     """One search; its trace summarised (best so far per trial-epoch, the pick)."""
     from orchestrator.settings import SearchSettings
@@ -99,7 +118,7 @@ def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path) -
         if dev > best:
             best, best_test = dev, test
         anytime.append(best)
-    return {"strategy": strategy.name, "seed": seed, "concurrency": concurrency,
+    return {"strategy": label(strategy, args), "seed": seed, "concurrency": concurrency,
             "best_dev": best, "picked_test": best_test, "epochs": len(trace.rows),
             "trials": len({r[0] for r in trace.rows}), "anytime": anytime}  # fmt: skip
 
@@ -206,6 +225,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--smoke", action="store_true", help="Small table, 3 seeds, 16 trials.")
     parser.add_argument("--png", type=Path, default=None, help="Draw the anytime curves.")
     parser.add_argument("--json", type=Path, default=None, help="Write every search's trace.")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
+                        help="Summarise these saved traces instead of searching.")  # fmt: skip
     args = parser.parse_args(argv)
     if args.smoke:
         args.table = REPO / "tests" / "data" / "tiny_curves.json"
@@ -216,12 +237,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if unknown:
         raise SystemExit(f"--strategies: unknown {', '.join(sorted(unknown))}")
     table = load_table(args.table)
+    if args.from_json:
+        return summarise_saved(args, table)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("orchestrator.search_reports").setLevel(logging.ERROR)  # no checkpoints
     warnings.filterwarnings("ignore")  # Optuna's experimental-feature notices, per search
 
+    from orchestrator import search_reports
     from orchestrator.resources import connect_ray
+
+    search_reports.log_plots = lambda recorder, study: None  # per search, not per report
 
     connect_ray(num_cpus=max([*args.concurrency, *args.default_concurrency]))
     plan = [(s, c) for s in STRATEGIES if s.name in args.strategies for c in args.concurrency]
@@ -248,6 +274,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "rows": rows, "runs": runs}, indent=1))  # fmt: skip
+    return rows
+
+
+def summarise_saved(args, table) -> list[dict]:
+    """The table (and ``--png``) of the searches saved in ``--from-json`` files."""
+    runs = [run for path in args.from_json for run in json.loads(path.read_text())["runs"]]
+    print(f"table {args.table.name}: {len(table.configs)} configs x {table.epochs} epochs; "
+          f"{len(runs)} searches from {', '.join(p.name for p in args.from_json)}")  # fmt: skip
+    rows, target = summarise(runs)
+    print_table(rows, target, table.best())
+    if args.png:
+        plot(runs, args.png)
     return rows
 
 
