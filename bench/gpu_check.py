@@ -111,8 +111,8 @@ def _run(profile: MemoryProfile, k: int, device, steps: int) -> float | None:
         model = DialogueTRM(model_config(profile, k), BertModel(bert, add_pooling_layer=False))
     batch = synthetic_batch(profile, k, device)
     B, L = profile.batch_size, profile.turns
-    # The engine's own step (backward per chunk, clipping, fused AdamW): what a trial runs. Its
-    # constructor reads only the number of training dialogues and the pad id from these two.
+    # The engine's own step (encoder backward per chunk, clipping, fused AdamW): what a trial
+    # runs. Its constructor reads only the number of training dialogues and the pad id here.
     train = TrainConfig(device=str(device), batch_size=B, epochs=steps, warmup_steps=0)
     data, tokenizer = SimpleNamespace(train=[None] * B), SimpleNamespace(pad_token_id=0)
     trainer = Trainer(model, tokenizer, data, train, label_names=[], dataset="synthetic")

@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/memory_model.py            # grid: estimate vs measured, fit, K table
     .venv/bin/python bench/memory_model.py --lengths  # MELD's worst-batch shapes per K
-    .venv/bin/python bench/memory_model.py --peak     # whole-step peak (torch MemTracker), slow
+    .venv/bin/python bench/memory_model.py --peak     # whole-step peak of live tensors
 
-What is measured: the tensors autograd saves for backward during one chunk's forward pass,
-through ``torch.autograd.graph.saved_tensors_hooks``, counted once per storage (views and
-tensors saved by several ops share one) and without the parameters' own storages (they are
-``static``). That is what grows with K, layers and batch size; weights, gradients and AdamW
-state are counted from the model and the optimizer after a real step.
+What is measured: the tensors autograd saves for backward during one real training step
+(``trainable.engine.backward_step``), through ``torch.autograd.graph.saved_tensors_hooks``,
+counted once per storage (views and tensors saved by several ops share one) and without the
+parameters' own storages (they are ``static``), per stretch of forward that one backward
+frees: the whole step, or with chunking the layers above the encoder (whole dialogues) and
+each chunk's encoder; the step's peak is the largest. That is what grows with K, layers and
+batch size; weights, gradients and AdamW state are counted from the model and the optimizer
+after a real step.
 
 Models are random-init and small (a ``tiny``-style BERT encoder, hidden 32-64) so the grid runs
 in about a minute on 2 cores; the byte cost per value of each layer type does not depend on
@@ -23,18 +26,22 @@ import itertools
 import random
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import nnls
 from torch.autograd.graph import saved_tensors_hooks
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_spaces import budget  # noqa: E402
 from search_spaces.budget import FEATURES, MemoryProfile  # noqa: E402
 from trainable.config import DialogueTRMConfig  # noqa: E402
+from trainable.engine import backward_step  # noqa: E402
 from trainable.model import DialogueTRM  # noqa: E402
 
 VOCAB = 1000
@@ -148,36 +155,45 @@ def batch_inputs(case: Case) -> dict:
     return inputs
 
 
+def loss_of(out: torch.Tensor) -> torch.Tensor:
+    return out.float().square().mean()
+
+
+def measure_stretches(model: DialogueTRM, inputs: dict) -> list[int]:
+    """Bytes of the unique non-parameter storages autograd saves in each stretch of forward
+    between two backward calls of a real training step (the engine's ``backward_step``), in
+    the order of ``budget.stretches``: the whole step; chunked, the layers above and then the
+    largest chunk's encoder."""
+    static = [*model.parameters(), *model.buffers()]  # buffers: BERT's position ids
+    params = {p.untyped_storage().data_ptr() for p in static}
+    seen: dict[int, int] = {}
+    found: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params and storage.nbytes():
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def backward(*args, **kwargs) -> None:  # closes a stretch; what backward recomputes is not
+        found.append(sum(seen.values()))  # counted here (``transient_bytes``)
+        torch.autograd.backward(*args, **kwargs)
+        seen.clear()
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        backward_step(model, inputs, loss_of, backward=backward)
+    return found[:1] + ([max(found[1:])] if found[1:] else [])
+
+
 def measure_saved(model: DialogueTRM, inputs: dict) -> int:
-    """Bytes of the unique non-parameter storages autograd saves during one chunk's forward,
-    the largest over the step's chunks; runs backward per chunk as the engine does."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    peak = 0
-    chunks = model.forward_chunks(**inputs)
-    while True:
-        seen: dict[int, int] = {}
-
-        def pack(t: torch.Tensor, seen=seen) -> torch.Tensor:
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in params and storage.nbytes():
-                seen[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        with saved_tensors_hooks(pack, lambda t: t):
-            step = next(chunks, None)
-            if step is None:
-                break
-            loss = step[2].float().square().mean()
-        peak = max(peak, sum(seen.values()))
-        loss.backward()
-    return peak
+    """Saved bytes at the step's peak: its largest stretch."""
+    return max(measure_stretches(model, inputs))
 
 
 def measure_static(model: DialogueTRM, inputs: dict) -> int:
     """Bytes of weights + gradients + AdamW state after one real optimizer step."""
     optimizer = torch.optim.AdamW(model.parameters(), fused=True)
-    for _, _, out in model.forward_chunks(**inputs):
-        out.float().square().mean().backward()
+    backward_step(model, inputs, loss_of)
     optimizer.step()
     tensors = [p for p in model.parameters()]
     tensors += [p.grad for p in model.parameters() if p.grad is not None]
@@ -186,7 +202,8 @@ def measure_static(model: DialogueTRM, inputs: dict) -> int:
 
 
 def grid(n_per_mode: int, seed: int = 0) -> list[Case]:
-    """A seeded random sample of a factorial grid, per (precision, checkpointing) mode."""
+    """A seeded random sample of a factorial grid, per (precision, checkpointing) mode, then a
+    half as many chunked cases per mode (dialogues longer than their chunks)."""
     axes = {
         "hidden": (32, 64),
         "heads": (2, 4),
@@ -199,26 +216,37 @@ def grid(n_per_mode: int, seed: int = 0) -> list[Case]:
         "turns": (4, 12),
         "tokens": (12, 40),
     }
+    modes = list(itertools.product(("fp32", "bf16"), (False, True)))
     rng = random.Random(seed)
     cases = []
-    for precision, ckpt in itertools.product(("fp32", "bf16"), (False, True)):
+    for precision, ckpt in modes:
         for _ in range(n_per_mode):
+            values = {name: rng.choice(choices) for name, choices in axes.items()}
+            cases.append(Case(**values, precision=precision, checkpointing=ckpt))
+    rng = random.Random(seed + 1)
+    axes |= {"turns": (8, 12), "chunk": (1, 2, 3, 5)}
+    for precision, ckpt in modes:
+        for _ in range(n_per_mode // 2):
             values = {name: rng.choice(choices) for name, choices in axes.items()}
             cases.append(Case(**values, precision=precision, checkpointing=ckpt))
     return cases
 
 
-def fit(rows: list[tuple[Case, int]]) -> dict:
-    """Non-negative bytes per value of each feature, per mode, minimising relative error."""
+def fit(rows: list[tuple[Case, list[int]]]) -> dict:
+    """Non-negative bytes per value of each feature, per mode, minimising relative error over
+    every measured stretch (a chunked step gives two: the layers above, one chunk's encoder)."""
     out = {}
     for kind, ckpt in itertools.product(("fp32", "half"), (False, True)):
-        mine = [
-            (c, m)
-            for c, m in rows
-            if ("fp32" if c.precision == "fp32" else "half") == kind and c.checkpointing == ckpt
-        ]
-        X = np.array([[budget.features(c.k, c.profile())[f] for f in FEATURES] for c, _ in mine])
-        y = np.array([m for _, m in mine], dtype=float)
+        X, y = [], []
+        for case, measured in rows:
+            if ("fp32" if case.precision == "fp32" else "half") != kind:
+                continue
+            if case.checkpointing != ckpt:
+                continue
+            for values, m in zip(budget.stretches(case.k, case.profile()), measured, strict=True):
+                X.append([values[f] for f in FEATURES])
+                y.append(m)
+        X, y = np.array(X), np.array(y, dtype=float)
         scale = X.max(0)
         scale[scale == 0] = 1.0
         coef, _ = nnls((X / scale) / y[:, None], np.ones(len(y)))
@@ -232,35 +260,38 @@ def run_grid(n_per_mode: int, refit: bool) -> None:
     t0 = time.perf_counter()
     rows = []
     for case in grid(n_per_mode):
-        rows.append((case, measure_saved(tiny_model(case), batch_inputs(case))))
+        rows.append((case, measure_stretches(tiny_model(case), batch_inputs(case))))
     print(f"measured {len(rows)} configs in {time.perf_counter() - t0:.1f} s")
     if refit or not budget.COEFFICIENTS:
         budget.COEFFICIENTS.update(fit(rows))
         print("fitted COEFFICIENTS =", budget.COEFFICIENTS)
     errors = {}
     print(
-        "\nprecision ckpt enc intra inter mod B  L  T  h  heads ffn | measured KiB "
-        "estimated KiB  est/meas"
+        "\nprecision ckpt chunk enc intra inter mod B  L  T  h  heads ffn | measured KiB "
+        "estimated KiB  est/meas  (chunked: above, encoder chunk est/meas)"
     )
     for case, measured in rows:
-        estimated = budget.saved_bytes(case.k, case.profile())
-        ratio = estimated / measured
-        errors.setdefault((case.precision, case.checkpointing), []).append(ratio)
+        stretches = budget.stretch_bytes(case.k, case.profile())
+        ratio = max(stretches) / max(measured)  # the step's peak
+        errors.setdefault((case.precision, case.checkpointing, bool(case.chunk)), []).append(ratio)
+        parts = "  ".join(f"{e / m:.3f}" for e, m in zip(stretches, measured, strict=True))
         print(
-            f"{case.precision:9} {case.checkpointing!s:5} {case.enc_layers:3} {case.intra:5} "
-            f"{case.inter:5} {case.modalities:3} {case.batch:2} {case.turns:2} {case.tokens:2} "
-            f"{case.hidden:2} {case.heads:5} {case.ffn:3} | {measured / 1024:12.1f} "
-            f"{estimated / 1024:13.1f}  {ratio:8.3f}"
+            f"{case.precision:9} {case.checkpointing!s:5} {case.chunk:5} {case.enc_layers:3} "
+            f"{case.intra:5} {case.inter:5} {case.modalities:3} {case.batch:2} {case.turns:2} "
+            f"{case.tokens:2} {case.hidden:2} {case.heads:5} {case.ffn:3} | "
+            f"{max(measured) / 1024:12.1f} {max(stretches) / 1024:13.1f}  {ratio:8.3f}"
+            + (f"  ({parts})" if case.chunk else "")
         )
-    print("\nmode            n  mean est/meas  worst |est/meas - 1|")
+    print("\nmode                     n  mean est/meas  worst |est/meas - 1|")
     worst = 0.0
-    for (precision, ckpt), ratios in errors.items():
+    for (precision, ckpt, chunk), ratios in errors.items():
         r = np.array(ratios)
         worst = max(worst, float(np.abs(r - 1).max()))
         print(
-            f"{precision:5} ckpt={ckpt!s:5} {len(r):3}  {r.mean():13.3f}  {np.abs(r - 1).max():.3f}"
+            f"{precision:5} ckpt={ckpt!s:5} chunked={chunk!s:5} {len(r):3}  {r.mean():13.3f}  "
+            f"{np.abs(r - 1).max():.3f}"
         )
-    print(f"FIT_ERROR = {worst:.3f}")
+    print(f"FIT_ERROR = {worst:.3f}  ({len(rows)} configs)")
 
 
 def static_check() -> None:
@@ -274,14 +305,37 @@ def static_check() -> None:
         print(f"static: measured {measured / 1024:.1f} KiB, estimated {estimated / 1024:.1f} KiB")
 
 
+REACH_SETTINGS = {  # name: (precision, gradient checkpointing, chunk size)
+    "fp32": ("fp32", False, 0),
+    "bf16": ("bf16", False, 0),
+    "bf16+ckpt": ("bf16", True, 0),
+    "bf16+ckpt+chunks of 8": ("bf16", True, 8),
+    "bf16+ckpt+chunks of 1": ("bf16", True, 1),
+    "bf16+chunks of 1": ("bf16", False, 1),
+}
+
+
 def k_table(budget_gb: float = 11.0) -> None:
-    """Largest K (estimated) of the paper's config on MELD per memory setting."""
-    print(f"\nlargest K in {budget_gb} GB, paper config (BERT-base, 6/4 layers, batch 4), MELD:")
-    for precision, ckpt, chunk in itertools.product(("fp32", "bf16"), (False, True), (0, 4)):
-        profile = MemoryProfile(precision=precision, gradient_checkpointing=ckpt, chunk_size=chunk)
-        k = budget.largest_k(budget_gb, profile)
-        at14 = budget.estimate_gb(14, profile)
-        print(f"  {precision} ckpt={ckpt!s:5} chunk={chunk}: K <= {k}   (K=14: {at14:.2f} GB)")
+    """Largest K (estimated) of the paper's model (BERT-base, 6/4 layers, batch 4) per memory
+    setting: MELD's worst batch (24 turns, T+A) and IEMOCAP-like dialogues (64 turns, T+A+V,
+    16-token utterances, inputs up to 512 tokens: the context is not cut before K ~ 61)."""
+    from bench.gpu_report import build_profile
+
+    profiles = {
+        "MELD": MemoryProfile(modalities=2),
+        "IEMOCAP-like": build_profile("iemocap", None, 16, 512, 4),
+    }
+    print(f"\nlargest K in {budget_gb:g} GB (estimate; {budget.K_CEILING} = the ceiling checked):")
+    print(f"  {'setting':22} " + "  ".join(f"{name:>26}" for name in profiles))
+    for name, (precision, ckpt, chunk) in REACH_SETTINGS.items():
+        cells = []
+        for profile in profiles.values():
+            p = dataclasses.replace(
+                profile, precision=precision, gradient_checkpointing=ckpt, chunk_size=chunk
+            )
+            k = budget.largest_k(budget_gb, p)
+            cells.append(f"K <= {k!s:>3} ({budget.estimate_gb(56, p):5.1f} GB at 56)")
+        print(f"  {name:22} " + "  ".join(f"{c:>26}" for c in cells))
 
 
 def meld_lengths(data_dir: str, batch_size: int = 4, max_length: int = 256) -> None:
@@ -314,41 +368,72 @@ def meld_lengths(data_dir: str, batch_size: int = 4, max_length: int = 256) -> N
         print(f"{k:3}  {turns:26}  {valid:19.1f}  {tokens:13}")
 
 
-def peak_check() -> None:
-    """Whole-step peak of tensor memory (torch's MemTracker, CPU) vs ``estimate_bytes`` without
-    the GPU allocator slack: checks the static + saved + transient decomposition."""
-    from torch.distributed._tools.mem_tracker import MemTracker
+class LivePeak(TorchDispatchMode):
+    """The peak of live tensor storages: every storage an op creates counts from then until
+    it is freed. (torch's MemTracker cannot follow a module called several times per step
+    outside a parent module, as the chunked step calls the encoder.)"""
 
-    print("\nprecision ckpt  peak measured KiB  estimated KiB (no slack)  est/meas")
+    def __init__(self, tensors=()):
+        super().__init__()
+        self.live: dict[int, weakref.ref] = {}
+        self.now = self.peak = 0
+        for t in tensors:
+            self.track(t)
+
+    def track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        ptr, n = storage.data_ptr(), storage.nbytes()
+        if not n or ptr in self.live:
+            return
+
+        def free(_, ptr=ptr, n=n) -> None:
+            self.live.pop(ptr, None)
+            self.now -= n
+
+        self.live[ptr] = weakref.ref(storage, free)
+        self.now += n
+        self.peak = max(self.peak, self.now)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        return out
+
+
+def peak_check() -> None:
+    """Whole-step peak of tensor memory on CPU (weights, AdamW state, gradients and every
+    activation, ``LivePeak``) vs ``estimate_bytes`` without the GPU allocator slack: checks
+    the static + saved + transient decomposition, chunked steps included."""
+    print("\nprecision ckpt  chunk  peak measured KiB  estimated KiB (no slack)  est/meas")
     for case in (
         Case(hidden=64, enc_layers=2, intra=2, modalities=2, batch=3, turns=12, tokens=40),
         Case(hidden=64, enc_layers=2, intra=2, modalities=2, batch=3, turns=12, tokens=40,
              checkpointing=True),
         Case(hidden=64, enc_layers=2, intra=2, modalities=2, batch=3, turns=12, tokens=40,
              precision="bf16"),
+        Case(hidden=64, enc_layers=2, intra=2, modalities=2, batch=3, turns=12, tokens=40,
+             chunk=3),
+        Case(hidden=64, enc_layers=2, intra=2, modalities=2, batch=3, turns=12, tokens=40,
+             checkpointing=True, precision="bf16", chunk=3),
     ):  # fmt: skip
         model, inputs = tiny_model(case), batch_inputs(case)
         optimizer = torch.optim.AdamW(model.parameters(), fused=True)
         for _ in range(2):  # the second step has AdamW's state from the start
-            tracker = MemTracker()
-            tracker.track_external(model, optimizer)
-            with tracker:
-                for _, _, out in model.forward_chunks(**inputs):
-                    out.float().square().mean().backward()
+            state = [t for s in optimizer.state.values() for t in s.values() if t.ndim]
+            with LivePeak([*model.parameters(), *model.buffers(), *state]) as tracker:
+                backward_step(model, inputs, loss_of)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-        measured = sum(v["Total"] for v in tracker.get_tracker_snapshot("peak").values())
         profile = case.profile()
         extra_vocab = (budget.VOCAB_TINY - VOCAB) * case.hidden * 16
         estimated = (
-            budget.static_bytes(profile)
-            - extra_vocab
-            + budget.saved_bytes(case.k, profile)
-            + budget.transient_bytes(case.k, profile)
+            budget.static_bytes(profile) - extra_vocab + budget.active_bytes(case.k, profile)
         )
         print(
-            f"{case.precision:9} {case.checkpointing!s:5} {measured / 1024:17.1f}  "
-            f"{estimated / 1024:24.1f}  {estimated / measured:8.3f}"
+            f"{case.precision:9} {case.checkpointing!s:5} {case.chunk:5}  "
+            f"{tracker.peak / 1024:17.1f}  {estimated / 1024:24.1f}  {estimated / tracker.peak:8.3f}"
         )
 
 

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainable.config import DialogueTRMConfig  # noqa: E402
-from trainable.engine import param_groups  # noqa: E402
+from trainable.engine import backward_step, param_groups  # noqa: E402
 from trainable.model import DialogueTRM  # noqa: E402
 
 
@@ -84,15 +84,17 @@ def run(model, batch, steps, device, saved: SavedBytes | None):
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     n_turns = int(batch["turn_mask"].sum())
 
-    def step():
+    def loss_of(out):
+        return model.loss(out, batch["labels"], inputs["turn_mask"], "sum") / n_turns
+
+    def backward(*args, **kwargs):
+        torch.autograd.backward(*args, **kwargs)
+        if saved is not None:
+            saved.release()  # the saved tensors of a stretch of forward are freed by its backward
+
+    def step():  # the engine's: chunked, the encoder's backward runs per chunk
         opt.zero_grad(set_to_none=True)
-        for start, end, out in model.forward_chunks(**inputs):
-            loss = model.loss(
-                out, batch["labels"][:, start:end], inputs["turn_mask"][:, start:end], "sum"
-            )
-            scaler.scale(loss / n_turns).backward()
-            if saved is not None:
-                saved.release()  # a chunk's saved tensors are freed by its backward
+        backward_step(model, inputs, loss_of, scaler.scale, backward)
         scaler.step(opt)
         scaler.update()
 

@@ -3,20 +3,25 @@ cheapest memory settings that fit a config: ``search_spaces.memory_plan``).
 
 The estimate, in bytes, of the memory a trial's allocator holds at its peak::
 
-    peak = static + SLACK * (saved + transient)
+    peak = static + SLACK * max over stretches (saved + transient)
 
 - ``static``: fp32 weights (4 B per parameter) plus, for every parameter that trains, its
   gradient (4 B) and AdamW's two moments (8 B). A frozen encoder costs its weights only.
-- ``saved``: the tensors autograd keeps for backward at the end of one chunk's forward pass,
-  the sum over ``FEATURES`` of a count (values of one kind, from the shapes) times a fitted
-  byte cost per value (``COEFFICIENTS``, by precision and gradient checkpointing). The costs
-  were fitted by ``bench/memory_model.py`` to saved-tensor bytes measured on CPU with
-  ``torch.autograd.graph.saved_tensors_hooks`` (unique storages, parameters excluded) on a
-  grid of small random-init models; its worst error on that grid is ``FIT_ERROR``, and
-  ``tests/search_spaces/test_budget.py`` re-measures a few configs against the estimate.
-- ``transient``: backward's working set (the largest activation's gradient; with
-  checkpointing, one encoder layer recomputed). ``SLACK``: GPU allocator fragmentation, an
-  assumption (1.1) until measured on a GPU (none was available for the fit).
+- ``saved``: the tensors autograd keeps for backward at the end of a stretch of forward that
+  one backward frees (``stretches``): the whole step; with chunking (the encoder's backward
+  per chunk, ``trainable.engine.backward_step``), the layers above the encoder over whole
+  dialogues, or one chunk's encoder, never both at once. Each is the sum over ``FEATURES``
+  of a count (values of one kind, from the shapes) times a fitted byte cost per value
+  (``COEFFICIENTS``, by precision and gradient checkpointing). The costs were fitted by
+  ``bench/memory_model.py`` to saved-tensor bytes measured on CPU with
+  ``torch.autograd.graph.saved_tensors_hooks`` (unique storages, parameters and buffers
+  excluded) on a grid of small random-init models, chunked steps included; its worst error
+  on that grid is ``FIT_ERROR``, and ``tests/search_spaces/test_budget.py`` re-measures a
+  few configs against the estimate.
+- ``transient``: backward's working set in the encoder's stretch (the largest activation's
+  gradient; with checkpointing, one encoder layer recomputed; with chunking, the [CLS]
+  vectors and their gradient). ``SLACK``: GPU allocator fragmentation, an assumption (1.1)
+  until measured on a GPU (none was available for the fit).
 
 The CUDA context (~0.3-0.6 GB per process) lives outside the allocator and outside this
 budget: ``orchestrator.resources.gpu_share`` leaves room for it on a shared card.
@@ -58,31 +63,31 @@ FEATURES = (
 # With checkpointing, encoder, intra-modal and fusion layers keep only their inputs.
 COEFFICIENTS: dict[tuple[str, bool], dict[str, float]] = {
     ("fp32", False): {
-        "enc_tokens": 71.503, "enc_scores": 11.891, "embed_tokens": 14.892,
-        "intra_rows": 57.729, "intra_ffn": 12.703, "intra_scores": 0.0,
-        "inter_rows": 43.564, "inter_ffn": 11.676, "inter_scores": 24.105,
-        "head_rows": 6.733, "cast_params": 0.0,
+        "enc_tokens": 72.087, "enc_scores": 12.046, "embed_tokens": 12.96,
+        "intra_rows": 47.143, "intra_ffn": 12.194, "intra_scores": 16.197,
+        "inter_rows": 48.355, "inter_ffn": 12.059, "inter_scores": 9.999,
+        "head_rows": 8.105, "cast_params": 0.0,
     },
     ("fp32", True): {
-        "enc_tokens": 4.26, "enc_scores": 0.0, "embed_tokens": 12.619,
-        "intra_rows": 5.301, "intra_ffn": 0.356, "intra_scores": 0.206,
-        "inter_rows": 4.208, "inter_ffn": 0.0, "inter_scores": 0.0,
-        "head_rows": 7.452, "cast_params": 0.0,
+        "enc_tokens": 3.936, "enc_scores": 0.027, "embed_tokens": 12.586,
+        "intra_rows": 5.496, "intra_ffn": 0.037, "intra_scores": 0.241,
+        "inter_rows": 2.742, "inter_ffn": 0.032, "inter_scores": 0.556,
+        "head_rows": 8.999, "cast_params": 0.0,
     },
     ("half", False): {
-        "enc_tokens": 50.305, "enc_scores": 12.097, "embed_tokens": 12.286,
-        "intra_rows": 35.334, "intra_ffn": 8.748, "intra_scores": 5.895,
-        "inter_rows": 32.533, "inter_ffn": 3.889, "inter_scores": 15.969,
-        "head_rows": 0.131, "cast_params": 1.966,
+        "enc_tokens": 50.982, "enc_scores": 11.972, "embed_tokens": 12.305,
+        "intra_rows": 27.995, "intra_ffn": 5.191, "intra_scores": 21.74,
+        "inter_rows": 28.449, "inter_ffn": 6.695, "inter_scores": 0.0,
+        "head_rows": 1.492, "cast_params": 1.934,
     },
     ("half", True): {
-        "enc_tokens": 3.801, "enc_scores": 0.0, "embed_tokens": 13.438,
-        "intra_rows": 5.533, "intra_ffn": 0.0, "intra_scores": 0.284,
-        "inter_rows": 0.0, "inter_ffn": 0.133, "inter_scores": 0.088,
-        "head_rows": 3.872, "cast_params": 1.534,
+        "enc_tokens": 4.053, "enc_scores": 0.0, "embed_tokens": 12.449,
+        "intra_rows": 4.99, "intra_ffn": 0.0, "intra_scores": 0.514,
+        "inter_rows": 0.137, "inter_ffn": 0.004, "inter_scores": 0.993,
+        "head_rows": 4.613, "cast_params": 1.513,
     },
 }  # fmt: skip
-FIT_ERROR = 0.037  # worst |estimate / measured - 1| of saved bytes on the bench's 96 configs
+FIT_ERROR = 0.053  # worst |estimate / measured - 1| of the saved bytes' peak, bench's 144 configs
 
 
 # MELD train, worst batch of 4 (bench/memory_model.py --lengths): padded word pieces of the
@@ -236,33 +241,37 @@ def static_bytes(profile: MemoryProfile) -> float:
     return 4 * total + 12 * trained
 
 
-def _window(k: int, profile: MemoryProfile) -> tuple[float, float]:
-    """(padded turns, real turns) per dialogue in one backward: a chunk also recomputes the
-    chunk_prefix turns before it (K per context-dependent intra layer)."""
-    turns, valid = float(profile.turns), profile.valid_turns
-    if profile.chunk_size:
-        window = min(turns, profile.chunk_size + k * profile.intra_layers)
-        valid, turns = min(valid, window), window
-    return turns, valid
+def chunked(profile: MemoryProfile) -> bool:
+    """Whether a step encodes in chunks that backward re-encodes one at a time (a frozen
+    encoder has no backward: its chunks change nothing)."""
+    return bool(profile.chunk_size) and not profile.freeze_encoder
 
 
-def features(k: int, profile: MemoryProfile) -> dict[str, float]:
-    """Counts of values of each kind in ``FEATURES`` for one backward at window K."""
+def features(
+    k: int, profile: MemoryProfile, encoded: float | None = None, above: bool = True
+) -> dict[str, float]:
+    """Counts of values of each kind in ``FEATURES`` saved by one stretch of forward at
+    window K: the encoder over ``encoded`` real turns per dialogue (default: all of them; 0
+    with a frozen encoder) and, with ``above``, the layers above it over whole dialogues."""
     enc = encoder_shape(profile)
     B, h, f = profile.batch_size, profile.hidden_size, profile.ffn_size
-    L, valid = _window(k, profile)
-    N = 0.0 if profile.freeze_encoder else B * valid  # sequences the encoder runs
+    if profile.freeze_encoder:
+        encoded = 0.0
+    N = B * (profile.valid_turns if encoded is None else encoded)  # sequences the encoder runs
+    L = float(profile.turns) if above else 0.0  # turns the layers above run over
     s = sequence_length(k, profile)
     q = 1 + 2 * _pairs(profile) if profile.modalities > 1 else 0  # fusion tokens per turn
     inter = profile.inter_layers if q else 0
     intra = profile.intra_layers * profile.modalities
-    _, above = parameter_count(profile)
+    _, params_above = parameter_count(profile)
     # Autocast's 16-bit weight copies saved for backward; layers run under checkpointing save
     # none (they recast when recomputed): then only the gates and heads count.
     if profile.gradient_checkpointing:
-        cast = above - (intra + inter) * (4 * h * h + 2 * h * f)
+        cast = params_above - (intra + inter) * (4 * h * h + 2 * h * f) if above else 0.0
     else:
-        cast = above + (0 if profile.freeze_encoder else enc.parameters - enc.embedding_parameters)
+        cast = (params_above if above else 0.0) + (
+            enc.parameters - enc.embedding_parameters if N else 0.0
+        )
     return {
         "enc_tokens": enc.layers * N * s * enc.hidden,
         "enc_scores": enc.layers * N * enc.heads * s * s,
@@ -278,41 +287,71 @@ def features(k: int, profile: MemoryProfile) -> dict[str, float]:
     }
 
 
+def stretches(k: int, profile: MemoryProfile) -> list[dict[str, float]]:
+    """``features`` of each stretch of forward whose saved tensors one backward frees: the
+    whole step; with chunking (``trainable.engine.backward_step``), the layers above over
+    whole dialogues (their backward gives dL/de), then the encoder over one chunk of turns
+    (re-encoded and backpropagated alone). The last one is the encoder's."""
+    if not chunked(profile):
+        return [features(k, profile)]
+    chunk = min(float(profile.chunk_size), profile.valid_turns)  # the first chunk is full
+    return [features(k, profile, encoded=0.0), features(k, profile, encoded=chunk, above=False)]
+
+
 def coefficients(profile: MemoryProfile) -> dict[str, float]:
     """The fitted bytes per value for the profile's precision and checkpointing."""
     kind = "fp32" if profile.precision == "fp32" else "half"
     return COEFFICIENTS[(kind, profile.gradient_checkpointing)]
 
 
-def saved_bytes(k: int, profile: MemoryProfile) -> float:
-    """Estimated bytes autograd saves for one backward (parameters excluded)."""
+def _bytes(values: dict[str, float], coef: dict[str, float]) -> float:
+    return sum(coef.get(name, 0.0) * value for name, value in values.items())
+
+
+def stretch_bytes(k: int, profile: MemoryProfile) -> list[float]:
+    """Estimated bytes autograd saves in each of ``stretches`` (parameters excluded)."""
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     coef = coefficients(profile)
-    return sum(coef.get(name, 0.0) * value for name, value in features(k, profile).items())
+    return [_bytes(values, coef) for values in stretches(k, profile)]
+
+
+def saved_bytes(k: int, profile: MemoryProfile) -> float:
+    """Estimated bytes autograd holds for backward at the step's peak: the largest stretch
+    (with chunking, the layers above or one chunk's encoder, never both)."""
+    return max(stretch_bytes(k, profile))
 
 
 def transient_bytes(k: int, profile: MemoryProfile) -> float:
-    """Backward's working set beyond the saved tensors: the gradient of the largest
-    activation (one encoder layer's output, fp32) and, with checkpointing, one encoder
-    layer's full saved set, recomputed."""
+    """Backward's working set beyond the saved tensors while the encoder backpropagates: the
+    gradient of its largest activation (the FFN's, fp32) and, with checkpointing, one encoder
+    layer's full saved set, recomputed; with chunking, per chunk, plus the [CLS] vectors e and
+    dL/de of whole dialogues (fp32)."""
     if profile.freeze_encoder:
         return 0.0
     enc = encoder_shape(profile)
     one = dataclasses.replace(profile, gradient_checkpointing=False)
-    values = features(k, one)
+    values = stretches(k, one)[-1]
     coef = coefficients(one)
     largest = 4 * 4 * values["embed_tokens"]  # the FFN's 4h-wide activation, fp32
+    if chunked(profile):
+        largest += 2 * 4 * profile.batch_size * profile.turns * enc.hidden  # e and dL/de
     if not profile.gradient_checkpointing:
         return largest
     per_layer = sum(coef[n] * values[n] for n in ("enc_tokens", "enc_scores")) / enc.layers
     return largest + per_layer
 
 
+def active_bytes(k: int, profile: MemoryProfile) -> float:
+    """Saved plus transient bytes at the step's peak: the encoder's stretch with its working
+    set, or (chunked) the stretch of the layers above if that is larger."""
+    *above, encoder = stretch_bytes(k, profile)
+    return max([*above, encoder + transient_bytes(k, profile)])
+
+
 def estimate_bytes(k: int, profile: MemoryProfile) -> float:
     """Estimated peak bytes of one training step at window K."""
-    active = saved_bytes(k, profile) + transient_bytes(k, profile)
-    return static_bytes(profile) + SLACK * active
+    return static_bytes(profile) + SLACK * active_bytes(k, profile)
 
 
 def estimate_gb(k: int, profile: MemoryProfile | None = None) -> float:

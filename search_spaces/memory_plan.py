@@ -2,10 +2,12 @@
 precision, gradient checkpointing and chunk size, their relative compute, and the first one,
 cheapest first, whose estimate (``search_spaces.budget``) fits the budget.
 
-Cost is a model, not a measurement: checkpointing recomputes each forward once (x 4/3); a
-chunk re-encodes the turns before it that its outputs depend on. 16-bit precision costs
-nothing extra on a GPU with bf16 kernels, so at equal cost the order of ``precisions``
-decides (fp32 first: the numerics the paper trained with).
+Cost is a model, not a measurement: a step is ~3 forward passes of work (forward, and
+backward at twice that); checkpointing recomputes each forward once (+1/3); chunking runs
+the encoder, nearly all of the model's compute, once more without a graph (+1/3), whatever
+the chunk size. 16-bit precision costs nothing extra on a GPU with bf16 kernels, so at equal
+cost the order of ``precisions`` decides (fp32 first: the numerics the paper trained with),
+then the larger chunk (fewer, fuller encoder calls).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from search_spaces.budget import MemoryProfile, check_budget, estimate_gb
 
 CHUNK_SIZES = (16, 8, 4, 2, 1)  # chunk sizes memory="auto" may pick, cheapest (largest) first
 CHECKPOINT_COST = 4 / 3  # checkpointing recomputes each forward once: ~1/3 more compute
+CHUNK_COST = 4 / 3  # chunking encodes every turn once more (without a graph): ~1/3 more
 
 
 @dataclass(frozen=True)
@@ -41,14 +44,12 @@ class MemoryPlan:
         }
 
 
-def plan_cost(k: int, intra_layers: int, checkpointing: bool, chunk_size: int) -> float:
-    """Relative compute of a memory setting (a model, not a measurement): checkpointing
-    recomputes the forward (x 4/3); a chunk of c turns also re-encodes its chunk_prefix
-    (K per intra layer) turns, x (c + prefix) / c. 16-bit precision costs nothing extra on
-    a GPU with bf16 kernels."""
-    prefix = k * intra_layers
-    chunked = (chunk_size + prefix) / chunk_size if chunk_size else 1.0
-    return (CHECKPOINT_COST if checkpointing else 1.0) * chunked
+def plan_cost(checkpointing: bool, chunk_size: int) -> float:
+    """Relative compute of a memory setting (a model, not a measurement): 1/3 more for the
+    forward checkpointing recomputes, 1/3 more for the encoder forward chunking adds (both:
+    5/3). 16-bit precision costs nothing extra on a GPU with bf16 kernels."""
+    extra = (CHECKPOINT_COST - 1) * checkpointing + (CHUNK_COST - 1) * bool(chunk_size)
+    return 1.0 + extra
 
 
 def candidate_settings(
@@ -61,13 +62,14 @@ def candidate_settings(
 
 
 def candidate_plans(
-    k: int, profile: MemoryProfile, precisions: tuple[str, ...] = ("fp32", "bf16")
+    profile: MemoryProfile, precisions: tuple[str, ...] = ("fp32", "bf16")
 ) -> list[MemoryPlan]:
-    """Every memory setting ``auto`` may pick for window K, cheapest first; at equal cost the
-    earlier precision (fp32: the numerics the paper trained with) goes first."""
+    """Every memory setting ``auto`` may pick, cheapest first; at equal cost the earlier
+    precision (fp32: the numerics the paper trained with) goes first, then the order of
+    ``candidate_settings`` (no chunks, then larger chunks first)."""
     plans = []
     for p, ckpt, chunk in candidate_settings(profile.turns, precisions):
-        cost = plan_cost(k, profile.intra_layers, ckpt, chunk)
+        cost = plan_cost(ckpt, chunk)
         plans.append((cost, precisions.index(p), MemoryPlan(p, ckpt, chunk, cost)))
     return [plan for *_, plan in sorted(plans, key=lambda item: item[:2])]
 
@@ -81,7 +83,7 @@ def plan_memory(
     """The cheapest memory settings under which window K fits ``budget_gb`` (the profile's own
     precision, checkpointing and chunking are ignored); None when none does."""
     check_budget(budget_gb)
-    for plan in candidate_plans(k, profile, precisions):
+    for plan in candidate_plans(profile, precisions):
         if estimate_gb(k, dataclasses.replace(profile, **plan.settings())) <= budget_gb:
             return plan
     return None

@@ -71,7 +71,7 @@ class MemoryBounds:
     def plan(self, batch: int, intra: int, inter: int, k: int) -> dict:
         """The cheapest settings under which (batch, layers, K) fit, as trial constants."""
         fits = [
-            (plan_cost(k, intra, ckpt, chunk), rank, precision, ckpt, chunk)
+            (plan_cost(ckpt, chunk), rank, precision, ckpt, chunk)
             for rank, (precision, ckpt, chunk, top) in enumerate(self.plans[(batch, intra, inter)])
             if top >= k
         ]

@@ -77,7 +77,9 @@ class DialogueTRMConfig:
     precision: str = "fp32"
     """Autocast dtype for the forward pass: fp32, bf16 or fp16 (fp16 needs a grad scaler)."""
     chunk_size: int = 0
-    """Turns per chunk for exact windowed encoding (0: whole dialogue at once)."""
+    """Turns per utterance-encoder call (0: whole dialogues at once). Training re-encodes
+    each chunk in backward, so the encoder's activations are held for one chunk at a time;
+    exact, as eq 1 encodes every turn on its own (``trainable.engine.backward_step``)."""
     tiny_layers: int = 2
     """Layers of the ``tiny`` random-init BERT encoder."""
     tiny_vocab_size: int = field(default=4000, metadata=_SHAPES)
@@ -126,13 +128,6 @@ class DialogueTRMConfig:
     @property
     def context_modes(self) -> dict[str, str]:
         return {"u": self.text_context, "a": self.audio_context, "v": self.visual_context}
-
-    @property
-    def chunk_prefix(self) -> int:
-        """Turns before a chunk needed for exact outputs: each context-dependent layer sees K
-        turns back, so L stacked layers see L*K turns back."""
-        dependent = any(self.context_modes[m] == "dependent" for m in self.modalities)
-        return self.k * self.intra_layers if dependent and self.intra_transformer else 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -87,6 +87,70 @@ def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def rng_state(device: torch.device) -> tuple:
+    """The RNG state dropout draws from on ``device`` (CPU, plus the GPU's on CUDA)."""
+    gpu = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), gpu
+
+
+def set_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def backward_step(
+    model: DialogueTRM,
+    inputs: dict,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+    backward: Callable = torch.autograd.backward,
+) -> float:
+    """Forward and backward of one batch (``inputs``: ``model_inputs``); returns the loss.
+
+    With ``chunk_size`` and an encoder that trains, only eq 1 is chunked: it is independent
+    per turn and holds nearly all the activations, while the layers above mix turns and are
+    small. Three phases, exact (the gradients of one whole-dialogue backward under the same
+    dropout masks), at the cost of one more encoder forward:
+
+    1. encode every chunk without a graph, keeping the RNG state before each (dropout);
+    2. run the layers above on the whole dialogue from those vectors e, detached, and
+       backward: their gradients and dL/de;
+    3. re-encode each chunk with its RNG state restored (the same dropout masks, as
+       ``torch.utils.checkpoint`` does) and backward it with its slice of dL/de.
+
+    The peak holds one chunk's encoder activations or the layers above, not both. ``scale``
+    is the grad scaler's; ``backward`` is autograd's (a benchmark may count between calls).
+    """
+    encoder_trains = any(p.requires_grad for p in model.utterance.encoder.parameters())
+    if not (model.config.chunk_size and encoder_trains and inputs.get("features") is None):
+        loss = loss_of(model(**inputs))
+        backward(scale(loss))
+        return float(loss.detach())
+    tokens = [inputs[name] for name in ("input_ids", "attention_mask", "token_type_ids")]
+    mask = inputs["turn_mask"]
+    device, chunks = mask.device, model.chunks(mask.shape[1])
+    states, parts = [], []
+    with torch.no_grad():  # phase 1
+        for start, end in chunks:
+            states.append(rng_state(device))
+            parts.append(model.encode_turns(*tokens, mask, start, end))
+    encoded = torch.cat(parts, dim=1).requires_grad_()  # (B, L, He), a leaf
+    del parts
+    loss = loss_of(model.forward_encoded(encoded, inputs.get("audio"), inputs.get("visual")))
+    backward(scale(loss))  # phase 2
+    grad, after = encoded.grad, rng_state(device)
+    del encoded
+    for (start, end), state in zip(chunks, states, strict=True):  # phase 3
+        if not mask[:, start:end].any():
+            continue  # padding only: nothing encoded, nothing to learn
+        set_rng_state(state, device)
+        part = model.encode_turns(*tokens, mask, start, end)
+        backward(part, grad[:, start:end].to(part.dtype))
+    set_rng_state(after, device)  # dropout continues as after one whole-dialogue step
+    return float(loss.detach())
+
+
 class Trainer:
     """Trains one DialogueTRM on encoded splits; ``fit`` calls ``on_epoch`` after each epoch."""
 
@@ -142,18 +206,15 @@ class Trainer:
         return total / max(1, count)
 
     def _step(self, batch: dict) -> float:
-        """One optimizer step. With chunking, backward runs per chunk (exact, bounded memory)."""
+        """One optimizer step; with chunking, the encoder's backward runs per chunk."""
         self.optimizer.zero_grad(set_to_none=True)
         mask, labels = batch["turn_mask"], batch["labels"]
         n_turns = int(mask.sum())
-        loss_value = 0.0
-        for start, end, out in self.model.forward_chunks(**model_inputs(batch)):
-            chunk_mask = mask[:, start:end]
-            if not chunk_mask.any():
-                continue
-            loss = self.model.loss(out, labels[:, start:end], chunk_mask, reduction="sum") / n_turns
-            self.scaler.scale(loss).backward()
-            loss_value += float(loss.detach())
+
+        def loss_of(out):  # mean over the batch's real turns
+            return self.model.loss(out, labels, mask, reduction="sum") / n_turns
+
+        loss_value = backward_step(self.model, model_inputs(batch), loss_of, self.scaler.scale)
         self.scaler.unscale_(self.optimizer)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)

@@ -8,7 +8,6 @@ r(u), r(a), r(v) --MultiGrainedFusion (eq 7-16)--> o --Discriminator (eq 17-18)-
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +44,9 @@ class UtteranceEncoder(nn.Module):
             enable({"use_reentrant": False})
             encoder.config.use_cache = False
 
-    def forward(self, input_ids, attention_mask, token_type_ids, turn_mask, features=None):
-        if features is not None:  # a frozen encoder's cached [CLS] vectors, (B, L, He)
-            return self.proj(features) if self.proj is not None else features  # (B, L, H)
+    def encode(self, input_ids, attention_mask, token_type_ids, turn_mask):
+        """Eq 1's [CLS] vectors (B, L, He) of the given turns; padding turns get zeros. Each
+        turn's input is encoded on its own, so any split of the turns gives the same vectors."""
         B, L, T = input_ids.shape  # (B, L, T): T tokens per turn
         valid = turn_mask.reshape(-1).nonzero().squeeze(1)  # (N,) turns that exist
         width = self.encoder.config.hidden_size
@@ -63,8 +62,15 @@ class UtteranceEncoder(nn.Module):
                 else None,
             ).last_hidden_state[:, 0]  # (N, He) at [CLS]
             f = f.to(out.dtype).index_copy(0, valid, out)
-        f = f.view(B, L, width)  # (B, L, He)
+        return f.view(B, L, width)  # (B, L, He)
+
+    def project(self, f):  # f: (B, L, He), encoded here or a frozen encoder's cached vectors
         return self.proj(f) if self.proj is not None else f  # (B, L, H)
+
+    def forward(self, input_ids, attention_mask, token_type_ids, turn_mask, features=None):
+        if features is None:
+            features = self.encode(input_ids, attention_mask, token_type_ids, turn_mask)
+        return self.project(features)  # (B, L, H)
 
 
 class IntraModalTransformer(nn.Module):
@@ -215,57 +221,49 @@ class DialogueTRM(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def _forward_window(
-        self, input_ids, attention_mask, token_type_ids, turn_mask, audio, visual, features
-    ):
-        r = {"u": self.utterance(input_ids, attention_mask, token_type_ids, turn_mask, features)}
-        features = {"a": audio, "v": visual}
-        for m in self.projections:
-            if features[m] is None:
-                raise ValueError(f"the config expects {m!r} features but none were given")
-            r[m] = self.projections[m](features[m])  # (B, L, H)
-        r = {m: self.intra[m](x) for m, x in r.items()}  # eq 2-6
-        o = r["u"] if self.fusion is None else self.fusion(r)  # eq 7-16
-        return self.discriminator(o).float()  # eq 17, (B, L, C)
-
-    def forward_chunks(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        turn_mask=None,
-        audio=None,
-        visual=None,
-        features=None,
-    ) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """Yield ``(start, end, logits)`` for turns [start, end) of every chunk.
-
-        Each chunk is computed over a window that starts ``config.chunk_prefix`` turns earlier,
-        which covers everything its turns can attend to through the stacked masks, so the
-        outputs equal the whole-dialogue ones. A trainer may call backward per chunk.
-        ``features`` (B, L, He), a frozen encoder's cached vectors, replace the token inputs.
-        """
-        L = turn_mask.shape[1]
-        size = self.config.chunk_size or L
+    def autocast(self, device_type: str):
+        """The forward's autocast context (``precision``); a no-op for fp32."""
         dtype = DTYPES[self.config.precision]
-        device_type = turn_mask.device.type
-        for start in range(0, L, size):
-            end, first = min(start + size, L), max(0, start - self.config.chunk_prefix)
+        return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
 
-            def cut(x, a=first, b=end):
-                return None if x is None else x[:, a:b]
+    def chunks(self, turns: int) -> list[tuple[int, int]]:
+        """Turn ranges [start, end) of ``chunk_size`` turns (one range without chunking)."""
+        size = self.config.chunk_size or turns
+        return [(start, min(start + size, turns)) for start in range(0, turns, size)]
 
-            with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-                logits = self._forward_window(
-                    cut(input_ids),
-                    cut(attention_mask),
-                    cut(token_type_ids),
-                    cut(turn_mask),
-                    cut(audio),
-                    cut(visual),
-                    cut(features),
-                )
-            yield start, end, logits[:, start - first :]
+    def encode_turns(self, input_ids, attention_mask, token_type_ids, turn_mask, start, end):
+        """Eq 1 for turns [start, end) of every dialogue: (B, end - start, He). The layers
+        above the encoder mix turns; the encoder never does, which is what makes encoding in
+        chunks exact."""
+        with self.autocast(turn_mask.device.type):
+            return self.utterance.encode(
+                input_ids[:, start:end],
+                attention_mask[:, start:end],
+                token_type_ids[:, start:end],
+                turn_mask[:, start:end],
+            )
+
+    def encode_dialogue(self, input_ids, attention_mask, token_type_ids, turn_mask):
+        """Eq 1 for every turn, ``chunk_size`` turns per encoder call: (B, L, He)."""
+        parts = [
+            self.encode_turns(input_ids, attention_mask, token_type_ids, turn_mask, a, b)
+            for a, b in self.chunks(turn_mask.shape[1])
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def forward_encoded(self, encoded, audio=None, visual=None):
+        """Eq 2-17 over whole dialogues from eq 1's [CLS] vectors ``encoded`` (B, L, He):
+        everything above the utterance encoder. Logits (CE) or values (DE), (B, L, C)."""
+        with self.autocast(encoded.device.type):
+            r = {"u": self.utterance.project(encoded)}  # (B, L, H)
+            features = {"a": audio, "v": visual}
+            for m in self.projections:
+                if features[m] is None:
+                    raise ValueError(f"the config expects {m!r} features but none were given")
+                r[m] = self.projections[m](features[m])  # (B, L, H)
+            r = {m: self.intra[m](x) for m, x in r.items()}  # eq 2-6
+            o = r["u"] if self.fusion is None else self.fusion(r)  # eq 7-16
+            return self.discriminator(o).float()  # eq 17, (B, L, C)
 
     def forward(
         self,
@@ -277,11 +275,15 @@ class DialogueTRM(nn.Module):
         visual=None,
         features=None,
     ):
-        """Logits (CE) or values (DE) for every turn: (B, L, num_labels)."""
-        chunks = self.forward_chunks(
-            input_ids, attention_mask, token_type_ids, turn_mask, audio, visual, features
-        )
-        return torch.cat([logits for _, _, logits in chunks], dim=1)
+        """Logits (CE) or values (DE) for every turn: (B, L, num_labels). ``features``
+        (B, L, He), a frozen encoder's cached [CLS] vectors, replace the token inputs.
+
+        With ``chunk_size`` the encoder runs per chunk of turns; the outputs are the same.
+        Training that bounds memory by one chunk needs backward per chunk as well:
+        ``trainable.engine.backward_step``."""
+        if features is None:
+            features = self.encode_dialogue(input_ids, attention_mask, token_type_ids, turn_mask)
+        return self.forward_encoded(features, audio, visual)
 
     def loss(self, outputs, labels, turn_mask, reduction: str = "mean"):
         """Cross-entropy (CE) or squared error summed over dimensions (DE), over the turns that

@@ -4,7 +4,6 @@ with exactly the memory settings the space chose (precision, checkpointing, chun
 
 from __future__ import annotations
 
-import inspect
 from types import SimpleNamespace
 
 import optuna
@@ -19,7 +18,7 @@ from orchestrator.settings import SearchSettings
 from trainable.tune_trainable import run_trial
 
 CHOSEN = ("precision", "gradient_checkpointing", "chunk_size")
-BUDGET_GB = 4.0  # small enough that some trials need bf16, checkpointing and chunks
+BUDGET_GB = 4.0  # small enough that some trials need checkpointing and chunks
 # The trial trains a tiny model (run constants override the space's): the choice was made for
 # the paper's model on the budget; what is tested is that it is recorded and trained with.
 TINY = {
@@ -47,8 +46,10 @@ def point_choosing(bounds, wanted) -> dict:
 @pytest.fixture(scope="module")
 def suggested(tmp_path_factory):
     """The config Ray would hand the first trial of ``orch search --space joint-auto`` on a
-    4 GB budget, with that trial chosen to need bf16, checkpointing and chunks of < 16 turns
-    (chunks shorter than the synthetic dialogues, 6-16 turns, so that they really split)."""
+    4 GB budget, with that trial chosen to need checkpointing and chunks of < 16 turns (chunks
+    shorter than the synthetic dialogues, 6-16 turns, so that they really split). With them,
+    bf16 saves nothing fp32 does not (checkpointed layers keep fp32 inputs), so fp32 is
+    chosen: bf16's end-to-end run is tests/orchestrator/test_train_memory.py's."""
     root = tmp_path_factory.mktemp("auto")
     settings = SearchSettings(
         space="joint-auto",
@@ -62,7 +63,7 @@ def suggested(tmp_path_factory):
     )
     space = settings.build_space()
     bounds = space.space.keywords["memory"]
-    point = point_choosing(bounds, lambda p, ckpt, chunk: p == "bf16" and ckpt and 0 < chunk < 16)
+    point = point_choosing(bounds, lambda p, ckpt, chunk: ckpt and 0 < chunk < 16)
     searcher = PruningOptunaSearch(
         space=space,
         metric="dev_weighted_f1",
@@ -77,7 +78,7 @@ def test_the_choice_is_in_the_trial_config(suggested):
     _, point, config = suggested
     assert {k: config[k] for k in point} == point
     assert config["memory"] == "auto" and 0 < config["memory_estimate_gb"] <= BUDGET_GB
-    assert config["precision"] == "bf16" and config["gradient_checkpointing"] is True
+    assert config["precision"] in ("fp32", "bf16") and config["gradient_checkpointing"] is True
     assert 0 < config["chunk_size"] < 16
 
 
@@ -91,7 +92,7 @@ def test_the_choice_reaches_the_trials_mlflow_params(suggested):
     recorded = {k: params[k] for k in ("memory", *CHOSEN, "memory_estimate_gb")}
     assert recorded == {
         "memory": "auto",
-        "precision": "bf16",
+        "precision": config["precision"],
         "gradient_checkpointing": "True",
         "chunk_size": str(config["chunk_size"]),
         "memory_estimate_gb": str(config["memory_estimate_gb"]),
@@ -100,24 +101,25 @@ def test_the_choice_reaches_the_trials_mlflow_params(suggested):
 
 def test_the_trainable_trains_with_the_choice(suggested, monkeypatch):
     _, _, config = suggested
-    seen = {"trainer": None, "windows": [], "dtypes": set(), "checkpointed": 0}
+    seen = {"trainer": None, "steps": [], "encoded": [], "dtypes": set(), "checkpointed": 0}
     prepare = trainable.tune_trainable.prepare
 
     def recording_prepare(*args, **kwargs):
         trainer = prepare(*args, **kwargs)
         model = trainer.model
-        chunks = model.forward_chunks
+        encode, above = model.encode_turns, model.forward_encoded
 
-        def forward_chunks(*args, **kwargs):  # the engine's backward per chunk comes here
-            sizes = []
+        def encode_turns(*args):  # (input_ids, attention_mask, token_type_ids, turn_mask, a, b)
             if model.training:
-                turn_mask = inspect.signature(chunks).bind(*args, **kwargs).arguments["turn_mask"]
-                seen["windows"].append((turn_mask.shape[1], sizes))
-            for start, end, logits in chunks(*args, **kwargs):
-                sizes.append(end - start)
-                yield start, end, logits
+                seen["encoded"].append(args[-2:])
+            return encode(*args)
 
-        model.forward_chunks = forward_chunks
+        def forward_encoded(encoded, *args):  # the layers above: once per training step
+            if model.training:
+                seen["steps"].append(encoded.shape[1])
+            return above(encoded, *args)
+
+        model.encode_turns, model.forward_encoded = encode_turns, forward_encoded
         model.discriminator.w_o.register_forward_hook(
             lambda module, args, out: seen["dtypes"].add(out.dtype) if module.training else None
         )
@@ -138,15 +140,18 @@ def test_the_trainable_trains_with_the_choice(suggested, monkeypatch):
     assert {name: getattr(model.config, name) for name in CHOSEN} == {
         name: config[name] for name in CHOSEN
     }
-    assert seen["dtypes"] == {torch.bfloat16}  # bf16 autocast
-    # Backward per chunk: every training batch cut into chunks of chunk_size turns.
+    assert seen["dtypes"] == {trainable.model.DTYPES[config["precision"]]}  # its autocast
+    # Every training batch encoded in chunks of chunk_size turns, twice: without a graph, then
+    # again per chunk in backward.
     size = config["chunk_size"]
-    for turns, sizes in seen["windows"]:
-        assert sizes == [size] * (turns // size) + ([turns % size] if turns % size else [])
-    assert any(turns > size for turns, _ in seen["windows"]), "no batch longer than a chunk"
-    # Every intra-modal and fusion layer of every chunk recomputed in backward, and the
-    # encoder's own checkpointing on.
-    chunks = sum(len(sizes) for _, sizes in seen["windows"])
+    expected = []
+    for turns in seen["steps"]:
+        chunks = [(a, min(a + size, turns)) for a in range(0, turns, size)]
+        expected += chunks + chunks
+    assert seen["encoded"] == expected
+    assert any(turns > size for turns in seen["steps"]), "no batch longer than a chunk"
+    # Every intra-modal and fusion layer recomputed in backward, once per step (they run on
+    # whole dialogues), and the encoder's own checkpointing on.
     layers = len(model.config.modalities) * config["intra_layers"] + config["inter_layers"]
-    assert seen["checkpointed"] == chunks * layers
+    assert seen["checkpointed"] == len(seen["steps"]) * layers
     assert model.utterance.encoder.is_activation_checkpointing

@@ -9,6 +9,7 @@ import pytest
 from search_spaces.budget import MemoryProfile, estimate_gb
 from search_spaces.memory_plan import (
     CHECKPOINT_COST,
+    CHUNK_COST,
     candidate_plans,
     candidate_settings,
     plan_cost,
@@ -37,21 +38,24 @@ def test_plan_memory_picks_the_cheapest_setting_that_fits():
 def test_no_cheaper_candidate_fits(k, budget):
     chosen = plan_memory(k, budget, PAPER)
     assert chosen is not None
-    for plan in candidate_plans(k, PAPER):
+    for plan in candidate_plans(PAPER):
         fits = estimate_gb(k, replace(PAPER, **plan.settings())) <= budget
         if plan.relative_cost < chosen.relative_cost:
             assert not fits, plan
 
 
 def test_costs_order_the_candidates():
-    assert plan_cost(14, 6, False, 0) == 1.0
-    assert plan_cost(14, 6, True, 0) == CHECKPOINT_COST
-    # A chunk of 8 turns re-encodes the 14 x 6 turns its outputs depend on.
-    assert plan_cost(14, 6, False, 8) == pytest.approx((8 + 84) / 8)
-    costs = [p.relative_cost for p in candidate_plans(14, PAPER)]
-    assert costs == sorted(costs)
-    first = candidate_plans(14, PAPER)[:2]  # equal cost: fp32 before bf16
-    assert [p.precision for p in first] == ["fp32", "bf16"]
+    assert plan_cost(False, 0) == 1.0
+    assert plan_cost(True, 0) == CHECKPOINT_COST
+    # Chunking encodes every turn once more, whatever the chunk size; with checkpointing the
+    # encoder runs forward three times and backward once.
+    assert plan_cost(False, 8) == plan_cost(False, 1) == CHUNK_COST
+    assert plan_cost(True, 8) == pytest.approx(5 / 3)
+    plans = candidate_plans(PAPER)
+    assert [p.relative_cost for p in plans] == sorted(p.relative_cost for p in plans)
+    assert [p.precision for p in plans[:2]] == ["fp32", "bf16"]  # equal cost: fp32 first
+    chunked = [p.chunk_size for p in plans if p.precision == "fp32" and p.chunk_size]
+    assert chunked[:5] == [16, 8, 4, 2, 1]  # equal cost: fuller encoder calls first
 
 
 def test_chunks_shorter_than_the_dialogue_only():

@@ -237,8 +237,9 @@ def test_bounds_follow_the_encoder_the_fidelity_and_the_modalities():
     assert not any("inter_layers" in c for c in text_only)  # no fusion: a dead dimension
     _, _, multi = ranges(modalities=("u", "a"))
     assert all("inter_layers" in c for c in multi)
-    # A smaller encoder leaves more memory for context: K reaches further in 5 GB.
-    assert (
-        bounded("paper", 5, encoder="minilm").keywords["k_max"]
-        > bounded("paper", 5).keywords["k_max"]
-    )
+    # A smaller encoder leaves more memory for context. With chunked encoding whatever fits
+    # K = 1 reaches the ceiling, so the difference is the budget: in 3.5 GB BERT-base's
+    # weights, gradients and AdamW state leave no room at all, MiniLM's do.
+    assert bounded("paper", 3.5, encoder="minilm").keywords["k_max"] >= 1
+    with pytest.raises(ValueError, match="gpu-memory-gb"):
+        bounded("paper", 3.5)
