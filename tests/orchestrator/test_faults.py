@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -86,7 +85,6 @@ def faulty(ray_local, tmp_path_factory):
         reuse_actors=True,
         command_line="orch search (fault injection)",
     )
-    started = time.monotonic()
     result = run_search(faulty_train_trial, settings, console=Console(file=io.StringIO()))
     client = MlflowClient(uri)
     runs = {
@@ -99,7 +97,6 @@ def faulty(ray_local, tmp_path_factory):
         "client": client,
         "result": result,
         "runs": runs,
-        "seconds": time.monotonic() - started,
     }
 
 
@@ -170,11 +167,6 @@ def test_checkpoints_on_disk_stay_bounded(faulty):
     }
     assert len(kept) == len(POINTS)
     assert sorted(kept.values()) == [0, 2, 2], kept  # 3 epochs reported, 2 kept; OOM: none
-
-
-@pytest.mark.timeout(180)
-def test_fault_search_stays_small(faulty):
-    assert faulty["seconds"] < 100
 
 
 @pytest.mark.timeout(120)
