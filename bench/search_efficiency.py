@@ -16,7 +16,9 @@ Printed per strategy and concurrency (median [quartiles] over seeds): the final 
 weighted F1; the test weighted F1 of the epoch it picked (its best dev epoch, as ``orch best``
 does); trial-epochs spent; the trial-epochs needed to reach random-without-stopping's median
 final best, as a ratio of random's median spend (median over seeds, a seed that never
-reaches it counted as infinite: ``-`` when the median seed does not reach it).
+reaches it counted as infinite: ``-`` when the median seed does not reach it); the grid points
+looked at (a sampler that keeps proposing near one config lands on the same grid point
+again: on a coarse grid that is a duplicate replay, in a real search a near neighbour).
 ``--png`` draws the anytime curves; ``--json`` keeps every search's trace; ``--from-json``
 summarises saved traces (several files: parts run in parallel processes) without searching.
 ASHA settings other than ``orch search``'s defaults are appended to the row label. The
@@ -75,8 +77,10 @@ class Trace(Callback):
 
     def __init__(self):
         self.rows: list[tuple[str, int, float, float]] = []
+        self.configs: dict[str, dict] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.configs[trial.trial_id] = trial.config
         self.rows.append((trial.trial_id, int(result["training_iteration"]),
                           float(result["dev_weighted_f1"]), float(result["test_weighted_f1"])))  # fmt: skip
 
@@ -85,15 +89,19 @@ def label(strategy: Strategy, args) -> str:
     """The row label: the strategy, and the ASHA settings where they are not orch's."""
     from orchestrator.settings import SearchSettings
 
-    if strategy.scheduler != "asha":
-        return strategy.name
     defaults = SearchSettings.__dataclass_fields__
+    startup = defaults["startup_trials"].default
+    name = strategy.name
+    if strategy.sampler != "random" and args.startup_trials != startup:
+        name = f"{name} [startup {args.startup_trials}]"
+    if strategy.scheduler != "asha":
+        return name
     changed = [f"{flag} {getattr(args, name):g}" if isinstance(getattr(args, name), float)
                else f"{flag} {getattr(args, name)}"
                for name, flag in (("grace_period", "grace"), ("reduction_factor", "rf"),
                                   ("tie_metric", "tie"))
                if getattr(args, name) != defaults[name].default]  # fmt: skip
-    return f"{strategy.name} [{', '.join(changed)}]" if changed else strategy.name
+    return f"{name} [{', '.join(changed)}]" if changed else name
 
 
 def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path) -> dict:
@@ -105,6 +113,7 @@ def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path) -
     settings = SearchSettings(
         space=ReplaySpace(args.table), metric="dev_weighted_f1", mode="max",
         trials=args.trials, budget=args.budget, sampler=strategy.sampler, seed=seed,
+        startup_trials=args.startup_trials,
         scheduler=strategy.scheduler, asha_tells=strategy.asha_tells,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor,
         tie_metric=args.tie_metric, max_concurrent=concurrency, cpus_per_trial=1.0,
@@ -118,9 +127,13 @@ def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path) -
         if dev > best:
             best, best_test = dev, test
         anytime.append(best)
+    table = load_table(args.table)
+    # Grid points looked at: a sampler that proposes near a good config often lands on the
+    # same point of a coarse grid again (a replayed duplicate costs epochs, finds nothing).
+    distinct = len({table.key(table.snap(c)) for c in trace.configs.values()})
     return {"strategy": label(strategy, args), "seed": seed, "concurrency": concurrency,
             "best_dev": best, "picked_test": best_test, "epochs": len(trace.rows),
-            "trials": len({r[0] for r in trace.rows}), "anytime": anytime}  # fmt: skip
+            "trials": len({r[0] for r in trace.rows}), "distinct": distinct, "anytime": anytime}  # fmt: skip
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -153,6 +166,7 @@ def summarise(runs: list[dict]) -> tuple[list[dict], float]:
             "best_dev": quartiles([r["best_dev"] for r in group]),
             "picked_test": quartiles([r["picked_test"] for r in group]),
             "epochs": quartiles([r["epochs"] for r in group]),
+            "distinct": statistics.median(r.get("distinct", float("nan")) for r in group),
             "reached": f"{len(reached)}/{len(group)}" if target is not None else "-",
             "ratio": median_reach / random_spend if random_spend else float("nan"),
         })  # fmt: skip
@@ -169,15 +183,16 @@ def print_table(rows: list[dict], target: float | None, oracle: float) -> None:
         else (f"random's median final best: {target:.2f}")
     )
     print(f"best dev F1 in the table (oracle): {oracle:.2f}; {against}")
-    head = (f"{'strategy':<24}{'c':>3}{'seeds':>6}  {'best dev F1':<22}{'test F1 of pick':<22}"
-            f"{'trial-epochs':<20}{'reach':>6}{'ratio':>7}")  # fmt: skip
+    w = max([24, *(len(r["strategy"]) + 1 for r in rows)])
+    head = (f"{'strategy':<{w}}{'c':>3}{'seeds':>6}  {'best dev F1':<22}{'test F1 of pick':<22}"
+            f"{'trial-epochs':<20}{'reach':>6}{'ratio':>7}{'grid pts':>9}")  # fmt: skip
     print(head)
     print("-" * len(head))
     for r in rows:
         ratio = "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.2f}"
-        print(f"{r['strategy']:<24}{r['concurrency']:>3}{r['seeds']:>6}  {q(r['best_dev']):<22}"
+        print(f"{r['strategy']:<{w}}{r['concurrency']:>3}{r['seeds']:>6}  {q(r['best_dev']):<22}"
               f"{q(r['picked_test']):<22}{q(r['epochs'], '{:.0f}'):<20}{r['reached']:>6}"
-              f"{ratio:>7}")  # fmt: skip
+              f"{ratio:>7}{r['distinct']:>9.0f}")  # fmt: skip
 
 
 def plot(runs: list[dict], path: Path) -> None:
@@ -210,18 +225,24 @@ def plot(runs: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    from orchestrator.settings import SearchSettings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, default=REPO / "bench" / "data" / "meld_curves.json")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="Seeds first-seed .. first-seed+seeds-1 (more seeds in another run).")  # fmt: skip
     parser.add_argument("--trials", type=int, default=None, help="Default 40 (--smoke: 16).")
     parser.add_argument("--budget", type=int, default=None, help="Trial-epochs per search.")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[2])
     parser.add_argument("--default-concurrency", type=int, nargs="*", default=[8],
                         help="Extra concurrencies for orch's default only.")  # fmt: skip
     parser.add_argument("--strategies", nargs="+", default=[s.name for s in STRATEGIES])
-    parser.add_argument("--grace-period", type=int, default=1)
-    parser.add_argument("--reduction-factor", type=float, default=3.0)
-    parser.add_argument("--tie-metric", default="dev_loss")
+    # orch search's defaults: a changed default shows in every row label that differs.
+    for name, kind in (("grace_period", int), ("reduction_factor", float),
+                       ("tie_metric", str), ("startup_trials", int)):  # fmt: skip
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind,
+                            default=SearchSettings.__dataclass_fields__[name].default)  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="Small table, 3 seeds, 16 trials.")
     parser.add_argument("--png", type=Path, default=None, help="Draw the anytime curves.")
     parser.add_argument("--json", type=Path, default=None, help="Write every search's trace.")
@@ -259,13 +280,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="orch-efficiency-", dir=shm) as tmp:
         for strategy, c in plan:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 runs.append(run_one(strategy, seed, c, args, Path(tmp)))
     wall = time.perf_counter() - started
     size = f"budget {args.budget} trial-epochs" if args.budget else f"{args.trials} trials"
     print(f"table {args.table.name}: {len(table.configs)} configs x {table.epochs} epochs; "
           f"{size} per search, {args.seeds} seeds, ASHA grace {args.grace_period} rf "
-          f"{args.reduction_factor:g} tie {args.tie_metric}; {len(runs)} searches in "
+          f"{args.reduction_factor:g} tie {args.tie_metric}, TPE/GP startup "
+          f"{args.startup_trials}; {len(runs)} searches in "
           f"{wall:.0f} s")  # fmt: skip
     rows, target = summarise(runs)
     print_table(rows, target, table.best())

@@ -64,6 +64,9 @@ class SearchSettings:
     until it is spent, then stop [default: none, run --trials trials]."""
     sampler: str = "tpe"
     """Optuna sampler: tpe, random or gp."""
+    startup_trials: int = 10
+    """tpe, gp: configs sampled at random before the model proposes any (Optuna's
+    n_startup_trials)."""
     seed: int = 0
     """Seed of the sampler."""
     scheduler: str = "asha"
@@ -152,7 +155,7 @@ class SearchSettings:
         if self.mode not in ("max", "min"):
             raise SettingsError(f"mode must be max or min, got {self.mode!r}")
         at_least = {
-            "trials": 1, "budget": 1, "epochs": 1, "grace_period": 1, "max_concurrent": 1,
+            "trials": 1, "budget": 1, "startup_trials": 1, "epochs": 1, "grace_period": 1, "max_concurrent": 1,
             "keep_checkpoints": 1, "max_failures": 0, "max_dialogues": 1,
         }  # fmt: skip
         for name, low in at_least.items():

@@ -10,27 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-def _tpe(seed: int | None):
+def _tpe(seed: int | None, startup_trials: int):
     import optuna
 
     # Optuna 5: multivariate, with the constant liar for trials running in parallel.
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
 
 
-def _random(seed: int | None):
+def _random(seed: int | None, startup_trials: int):
     import optuna
 
-    return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)  # every trial is a startup trial
 
 
-def _gp(seed: int | None):
+def _gp(seed: int | None, startup_trials: int):
     import optuna
 
-    return optuna.samplers.GPSampler(seed=seed)  # Gaussian process; needs torch and scipy
+    # Gaussian process; needs torch and scipy
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
 
 
 SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "random": _random, "gp": _gp}
-"""Sampler name -> ``f(seed)`` returning a seeded Optuna sampler."""
+"""Sampler name -> ``f(seed, startup_trials)`` returning a seeded Optuna sampler."""
 
 
 def _asha(settings, searcher, max_t: int):
@@ -62,8 +63,8 @@ SCHEDULERS: dict[str, Callable] = {"asha": _asha, "none": _none}
 """Scheduler name -> ``f(settings, searcher, max_t)`` returning a Tune scheduler."""
 
 
-def make_sampler(name: str, seed: int | None):
-    return SAMPLERS[name](seed)
+def make_sampler(name: str, seed: int | None, startup_trials: int = 10):
+    return SAMPLERS[name](seed, startup_trials)
 
 
 def make_scheduler(name: str, settings, searcher, max_t: int):

@@ -186,7 +186,7 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         space=space,
         metric=settings.metric,
         mode=settings.mode,
-        sampler=make_sampler(settings.sampler, settings.seed),
+        sampler=make_sampler(settings.sampler, settings.seed, settings.startup_trials),
         points_to_evaluate=settings.points_to_evaluate,
         tell_pruned=settings.asha_tells == "pruned",
         budget=settings.budget,

@@ -112,6 +112,21 @@ def test_samplers_are_seeded(name, cls):
     assert draw() == draw()
 
 
+@pytest.mark.parametrize("name", ["tpe", "gp"])
+def test_startup_trials_are_random_then_the_model_proposes(name):
+    def draw(sampler, n=6):
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.3) ** 2, n_trials=n)
+        return [t.params["x"] for t in study.trials]
+
+    random = draw(make_sampler("random", 7))
+    modelled = draw(make_sampler(name, 7, startup_trials=3))
+    # The first 3 come from the sampler's own seeded random sampler, the next from its model.
+    assert modelled[:3] == random[:3]
+    assert modelled[3:] != random[3:]
+    assert draw(make_sampler(name, 7, startup_trials=6)) == random
+
+
 def test_every_registered_strategy_builds():
     """A name in the registry is all ``--sampler`` / ``--scheduler`` accept, and each builds."""
     from types import SimpleNamespace

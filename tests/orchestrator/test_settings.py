@@ -97,6 +97,7 @@ def dry_run(*args: str) -> dict:
         (dict(max_concurrent=0), "--max-concurrent"),
         (dict(epochs=0), "--epochs"),
         (dict(grace_period=0), "--grace-period"),
+        (dict(startup_trials=0), "--startup-trials"),
         (dict(reduction_factor=1), "--reduction-factor"),
         (dict(max_failures=-1), "--max-failures"),
         (dict(keep_checkpoints=0), "--keep-checkpoints"),
