@@ -66,10 +66,21 @@ STRATEGIES = [
     Strategy("random+asha", "random", "asha"),
     Strategy("tpe", "tpe", "none"),
     Strategy("tpe+asha complete", "tpe", "asha", "complete"),
-    Strategy("tpe+asha pruned (orch)", "tpe", "asha", "pruned"),
-    Strategy("gp+asha", "gp", "asha"),
+    Strategy("tpe+asha pruned", "tpe", "asha", "pruned"),
+    Strategy("gp+asha", "gp", "asha", "pruned"),
 ]
-DEFAULT = "tpe+asha pruned (orch)"
+
+
+def is_default(strategy: Strategy) -> bool:
+    """The strategy ``orch search`` runs when given no --sampler, --scheduler, --asha-tells
+    (what Optuna is told matters only to a sampler that learns: tpe, gp)."""
+    from orchestrator.settings import SearchSettings
+
+    fields = SearchSettings.__dataclass_fields__
+    return (strategy.sampler, strategy.scheduler) == (
+        fields["sampler"].default,
+        fields["scheduler"].default,
+    ) and (strategy.sampler == "random" or strategy.asha_tells == fields["asha_tells"].default)
 
 
 class Trace(Callback):
@@ -91,7 +102,7 @@ def label(strategy: Strategy, args) -> str:
 
     defaults = SearchSettings.__dataclass_fields__
     startup = defaults["startup_trials"].default
-    name = strategy.name
+    name = f"{strategy.name} (orch)" if is_default(strategy) else strategy.name
     if strategy.sampler != "random" and args.startup_trials != startup:
         name = f"{name} [startup {args.startup_trials}]"
     if strategy.scheduler != "asha":
@@ -153,7 +164,8 @@ def summarise(runs: list[dict]) -> tuple[list[dict], float]:
     for run in runs:
         groups.setdefault((run["strategy"], run["concurrency"]), []).append(run)
     random_runs = [r for (s, _), rs in groups.items() if s == "random" for r in rs]
-    target = statistics.median(r["best_dev"] for r in random_runs) if random_runs else None
+    # median_low: with an even number of seeds, a score half of random's seeds did reach.
+    target = statistics.median_low(r["best_dev"] for r in random_runs) if random_runs else None
     random_spend = statistics.median(r["epochs"] for r in random_runs) if random_runs else None
     rows = []
     for (strategy, c), group in groups.items():
@@ -166,7 +178,8 @@ def summarise(runs: list[dict]) -> tuple[list[dict], float]:
             "best_dev": quartiles([r["best_dev"] for r in group]),
             "picked_test": quartiles([r["picked_test"] for r in group]),
             "epochs": quartiles([r["epochs"] for r in group]),
-            "distinct": statistics.median(r.get("distinct", float("nan")) for r in group),
+            "distinct": statistics.median(counted) if (counted := [r["distinct"] for r in group
+                                                                   if "distinct" in r]) else None,
             "reached": f"{len(reached)}/{len(group)}" if target is not None else "-",
             "ratio": median_reach / random_spend if random_spend else float("nan"),
         })  # fmt: skip
@@ -190,13 +203,15 @@ def print_table(rows: list[dict], target: float | None, oracle: float) -> None:
     print("-" * len(head))
     for r in rows:
         ratio = "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.2f}"
+        points = "-" if r["distinct"] is None else f"{r['distinct']:.0f}"
         print(f"{r['strategy']:<{w}}{r['concurrency']:>3}{r['seeds']:>6}  {q(r['best_dev']):<22}"
               f"{q(r['picked_test']):<22}{q(r['epochs'], '{:.0f}'):<20}{r['reached']:>6}"
-              f"{ratio:>7}{r['distinct']:>9.0f}")  # fmt: skip
+              f"{ratio:>7}{points:>9}")  # fmt: skip
 
 
-def plot(runs: list[dict], path: Path) -> None:
-    """Best dev so far vs cumulative trial-epochs: median and quartile band over seeds."""
+def plot(runs: list[dict], path: Path, target: float | None = None) -> None:
+    """Best dev so far vs cumulative trial-epochs (log scale): median and quartile band over
+    seeds; a dashed line at random search's median final best."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,6 +230,11 @@ def plot(runs: list[dict], path: Path) -> None:
         q1, q2, q3 = np.percentile(padded, [25, 50, 75], axis=0)
         (line,) = ax.plot(x, q2, label=label)
         ax.fill_between(x, q1, q3, color=line.get_color(), alpha=0.15)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1,
+                   label=f"random's median final best ({target:.2f})")  # fmt: skip
+        ax.set_ylim(bottom=target - 6)  # zoomed on the race to the top; the first epochs are off
+    ax.set_xscale("log")
     ax.set_xlabel("trial-epochs spent")
     ax.set_ylabel("best dev weighted F1 so far")
     ax.legend(fontsize=8)
@@ -248,6 +268,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--json", type=Path, default=None, help="Write every search's trace.")
     parser.add_argument("--from-json", type=Path, nargs="+", default=None,
                         help="Summarise these saved traces instead of searching.")  # fmt: skip
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="With --from-json: only the rows with these labels.")  # fmt: skip
     args = parser.parse_args(argv)
     if args.smoke:
         args.table = REPO / "tests" / "data" / "tiny_curves.json"
@@ -272,7 +294,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     connect_ray(num_cpus=max([*args.concurrency, *args.default_concurrency]))
     plan = [(s, c) for s in STRATEGIES if s.name in args.strategies for c in args.concurrency]
-    plan += [(s, c) for s in STRATEGIES if s.name == DEFAULT and s.name in args.strategies
+    plan += [(s, c) for s in STRATEGIES if is_default(s) and s.name in args.strategies
              for c in args.default_concurrency if c not in args.concurrency]  # fmt: skip
     runs, started = [], time.perf_counter()
     # MLflow's sqlite store commits once per reported epoch: on tmpfs that costs ~9 ms
@@ -292,7 +314,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows, target = summarise(runs)
     print_table(rows, target, table.best())
     if args.png:
-        plot(runs, args.png)
+        plot(runs, args.png, target)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "rows": rows, "runs": runs}, indent=1))  # fmt: skip
@@ -301,13 +323,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def summarise_saved(args, table) -> list[dict]:
     """The table (and ``--png``) of the searches saved in ``--from-json`` files."""
-    runs = [run for path in args.from_json for run in json.loads(path.read_text())["runs"]]
+    runs = [run for path in args.from_json for run in json.loads(path.read_text())["runs"]
+            if args.labels is None or run["strategy"] in args.labels]  # fmt: skip
     print(f"table {args.table.name}: {len(table.configs)} configs x {table.epochs} epochs; "
           f"{len(runs)} searches from {', '.join(p.name for p in args.from_json)}")  # fmt: skip
     rows, target = summarise(runs)
     print_table(rows, target, table.best())
     if args.png:
-        plot(runs, args.png)
+        plot(runs, args.png, target)
     return rows
 
 

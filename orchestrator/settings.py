@@ -62,8 +62,9 @@ class SearchSettings:
     budget: int | None = None
     """Compute budget in trial-epochs (epochs reported, summed over trials): sample configs
     until it is spent, then stop [default: none, run --trials trials]."""
-    sampler: str = "tpe"
-    """Optuna sampler: tpe, random or gp."""
+    sampler: str = "random"
+    """Optuna sampler: random, tpe or gp. random is the default: with ASHA it beat TPE and GP
+    at equal trial-epochs on the replayed MELD benchmark (README, Search efficiency)."""
     startup_trials: int = 10
     """tpe, gp: configs sampled at random before the model proposes any (Optuna's
     n_startup_trials)."""
@@ -80,9 +81,10 @@ class SearchSettings:
     tie_metric: str = "dev_loss"
     """ASHA: trials tied on --metric at a rung are ranked by this metric (minimised if a
     loss or error, else maximised); none: no tie-break (Ray's rule)."""
-    asha_tells: str = "pruned"
-    """What Optuna is told of a trial ASHA stopped early: pruned (its intermediate values,
-    orch's default) or complete (its last score as final, Ray's default)."""
+    asha_tells: str = "complete"
+    """tpe, gp: what Optuna is told of a trial ASHA stopped early: complete (its last score as
+    final, Ray's rule; on the replayed MELD benchmark TPE did as well or better with it) or
+    pruned (its intermediate values)."""
     max_concurrent: int | None = None
     """Trials running at once at most [default: as many as resources allow]."""
     cpus_per_trial: float = 1.0

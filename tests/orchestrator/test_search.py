@@ -86,6 +86,7 @@ def search(ray_local, tmp_path_factory):
         sampler="random",
         seed=0,
         scheduler="asha",
+        asha_tells="pruned",
         grace_period=1,
         reduction_factor=2,
         max_concurrent=2,

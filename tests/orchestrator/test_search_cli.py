@@ -36,7 +36,7 @@ def searched(tmp_path_factory):
     done = orch(
         "search",
         "--dataset", "synthetic", "--quick", "--trials", str(TRIALS),
-        "--max-concurrent", "2", "--name", "smoke", "--json",
+        "--max-concurrent", "2", "--name", "smoke", "--json", "--asha-tells", "pruned",
         cwd=root,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
