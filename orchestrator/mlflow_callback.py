@@ -4,9 +4,11 @@ One parent run per search; one nested child run per trial (run name = trial id, 
 ``orchestrator.runs``); params once; metrics per epoch (step = ``training_iteration``); the
 end of each trial as a tag (``orch.state`` = completed / pruned / failed) and as the run's
 status (FINISHED / KILLED / FAILED). Metrics reported within ``flush_s`` of the last write
-wait for the next write (at most ``flush_s`` later, and always before a run ends): one
-sqlite commit per result cost the driver ~25 ms, which a search of short epochs (a replayed
-one, ``bench/search_overhead.py --per-report``) paid on every report. What happens after the last trial (best checkpoint,
+wait for the next write (at most ``flush_s`` later, always before a run ends, and as soon as
+Tune registers a checkpoint: a resumed trial never reports a checkpointed epoch again, so a
+killed driver must not hold its metrics): one sqlite commit per result cost the driver
+~25 ms, which a search of short epochs without checkpoints (a replayed one,
+``bench/search_overhead.py --per-report``) paid on every report. What happens after the last trial (best checkpoint,
 study, plots, closing the parent) is ``search_reports``; picking runs up again after a resume
 is ``mlflow_resume``.
 
@@ -284,6 +286,11 @@ class MlflowSearchCallback(Callback):
             # Tagged once, and again only when a retry lands on another node.
             self.writer.set_tags(run_id, {NODE_TAG: node})
             self.nodes[trial.trial_id] = node
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # Once the driver knows a checkpoint, a resumed trial starts after its epoch and never
+        # reports it again: its metrics are written now, or a killed driver loses them.
+        self.flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.running.discard(trial.trial_id)

@@ -8,6 +8,9 @@ a COMPLETE trial with a half-trained score, and TPE learns from it as if it were
 Here the scheduler records which trials it stops early (a STOP before ``max_t``), and the
 searcher tells those trials PRUNED instead; Optuna then keeps their intermediate values and
 takes the last one as the pruned trial's value, which is what TPE expects of pruned trials.
+That is ``--asha-tells pruned``; the default is Ray's COMPLETE, because on the replayed MELD
+benchmark (README, Search efficiency) PRUNED never found better configs. The record of which
+trials ASHA stopped is kept either way (MLflow's pruned state, ``orch best``'s counts).
 Two Ray details this relies on (``tune/execution/tune_controller.py``):
 
 - the result that triggers STOP is *not* passed to ``Searcher.on_trial_result``, so it is

@@ -143,8 +143,11 @@ def test_metrics_reported_faster_than_flush_s_are_written_together(uri, monkeypa
     cb.on_step_end(0, [])  # due now, although no other result came
     assert steps() == [1, 2, 3]
     report(4)
-    cb.on_trial_complete(0, [], trial)  # a run's metrics are all in before it ends
+    cb.on_checkpoint(0, [], trial, checkpoint=None)  # a resume never reports epoch 4 again
     assert steps() == [1, 2, 3, 4]
+    report(5)
+    cb.on_trial_complete(0, [], trial)  # a run's metrics are all in before it ends
+    assert steps() == [1, 2, 3, 4, 5]
     assert cb.client.get_run(cb.children["t1"]).info.status == "FINISHED"
     assert cloudpickle.loads(cloudpickle.dumps(cb)).pending == {}
     cb.close()
