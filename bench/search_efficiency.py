@@ -115,7 +115,7 @@ def label(strategy: Strategy, args) -> str:
     return f"{name} [{', '.join(changed)}]" if changed else name
 
 
-def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path) -> dict:
+def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path, table) -> dict:
     """One search; its trace summarised (best so far per trial-epoch, the pick)."""
     from orchestrator.settings import SearchSettings
     from orchestrator.tuner import run_search
@@ -138,7 +138,6 @@ def run_one(strategy: Strategy, seed: int, concurrency: int, args, root: Path) -
         if dev > best:
             best, best_test = dev, test
         anytime.append(best)
-    table = load_table(args.table)
     # Grid points looked at: a sampler that proposes near a good config often lands on the
     # same point of a coarse grid again (a replayed duplicate costs epochs, finds nothing).
     distinct = len({table.key(table.snap(c)) for c in trace.configs.values()})
@@ -303,7 +302,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="orch-efficiency-", dir=shm) as tmp:
         for strategy, c in plan:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                runs.append(run_one(strategy, seed, c, args, Path(tmp)))
+                runs.append(run_one(strategy, seed, c, args, Path(tmp), table))
     wall = time.perf_counter() - started
     size = f"budget {args.budget} trial-epochs" if args.budget else f"{args.trials} trials"
     print(f"table {args.table.name}: {len(table.configs)} configs x {table.epochs} epochs; "

@@ -157,8 +157,8 @@ class SearchSettings:
         if self.mode not in ("max", "min"):
             raise SettingsError(f"mode must be max or min, got {self.mode!r}")
         at_least = {
-            "trials": 1, "budget": 1, "startup_trials": 1, "epochs": 1, "grace_period": 1, "max_concurrent": 1,
-            "keep_checkpoints": 1, "max_failures": 0, "max_dialogues": 1,
+            "trials": 1, "budget": 1, "startup_trials": 1, "epochs": 1, "grace_period": 1,
+            "max_concurrent": 1, "keep_checkpoints": 1, "max_failures": 0, "max_dialogues": 1,
         }  # fmt: skip
         for name, low in at_least.items():
             value = getattr(self, name)

@@ -67,11 +67,6 @@ class UtteranceEncoder(nn.Module):
     def project(self, f):  # f: (B, L, He), encoded here or a frozen encoder's cached vectors
         return self.proj(f) if self.proj is not None else f  # (B, L, H)
 
-    def forward(self, input_ids, attention_mask, token_type_ids, turn_mask, features=None):
-        if features is None:
-            features = self.encode(input_ids, attention_mask, token_type_ids, turn_mask)
-        return self.project(features)  # (B, L, H)
-
 
 class IntraModalTransformer(nn.Module):
     """Eq 2-6: a Transformer over one modality's turns under mask rho-bar (eq 3) or rho-dot

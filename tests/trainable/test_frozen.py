@@ -32,7 +32,7 @@ def test_cached_vectors_equal_the_encoders_outputs(tmp_path):
     encoder = t.model.utterance
     encoder.eval()
     with torch.no_grad():
-        expected = encoder(
+        expected = encoder.encode(
             batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["turn_mask"]
         )
     cached = collate(t.data.dev[:3])["features"]
