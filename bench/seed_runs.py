@@ -62,6 +62,7 @@ def run_seed(name: str, seed: int, epochs: int | None, orch: str) -> Path | None
         print(f"{path.relative_to(ROOT)} exists; skipped", flush=True)
         return None
     command = f"orch train {args} --seed {seed} --json"
+    code = commit()  # the code that runs, not whatever HEAD is when it ends
     start = time.time()
     done = subprocess.run(
         [orch, *shlex.split(command)[1:]], cwd=ROOT, capture_output=True, text=True
@@ -73,7 +74,7 @@ def run_seed(name: str, seed: int, epochs: int | None, orch: str) -> Path | None
     record = {
         "config": name,
         "command": command,
-        "commit": commit(),
+        "commit": code,
         "wall_s": wall,
         "machine": machine(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
