@@ -36,8 +36,14 @@ COMMANDS = {
 def seed(folder: Path) -> None:
     """A finished search with one scored trial in ``folder/mlruns`` (what `orch best` reads)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from orchestrator.mlflow_writer import MlflowWriter
-    from orchestrator.runs import DEFAULT_EXPERIMENT, KIND_TAG, PARENT_TAG, SEARCH_TAG, TRIAL_TAG
+    from orchestrator.tracking.runs import (
+        DEFAULT_EXPERIMENT,
+        KIND_TAG,
+        PARENT_TAG,
+        SEARCH_TAG,
+        TRIAL_TAG,
+    )
+    from orchestrator.tracking.writer import MlflowWriter
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # store creation notices
     writer = MlflowWriter(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")

@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from orchestrator.best import best_trial
-    from orchestrator.runs import STATE_TAG, TRIAL_TAG, open_search, trial_runs
+    from orchestrator.tracking.runs import STATE_TAG, TRIAL_TAG, open_search, trial_runs
 
     client, experiment_id, parent = open_search(args.tracking_uri, args.name)
     trials = []

@@ -283,11 +283,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return summarise_saved(args, table)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("orchestrator.search_reports").setLevel(logging.ERROR)  # no checkpoints
+    logging.getLogger("orchestrator.tracking.reports").setLevel(logging.ERROR)  # no checkpoints
     warnings.filterwarnings("ignore")  # Optuna's experimental-feature notices, per search
 
-    from orchestrator import search_reports
     from orchestrator.resources import connect_ray
+    from orchestrator.tracking import reports as search_reports
 
     search_reports.log_plots = lambda recorder, study: None  # per search, not per report
 

@@ -181,7 +181,7 @@ def main() -> None:
 def timed_search(args, constants: dict, shm: str | None, writes: str):
     """One search; (wall seconds, SearchResult). ``writes="before"``: every result its own
     MLflow commit and Tune's TensorBoard logger on, as orch wrote them before."""
-    import orchestrator.mlflow_callback as mlflow_callback
+    import orchestrator.tracking.callback as mlflow_callback
 
     flush_s, auto = mlflow_callback.FLUSH_S, os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
     if writes == "before":

@@ -12,7 +12,7 @@ import math
 import shlex
 from dataclasses import asdict, dataclass, field
 
-from orchestrator.runs import (
+from orchestrator.tracking.runs import (
     CHECKPOINT_TAG,
     DEFAULT_EXPERIMENT,
     FIDELITY_TAG,

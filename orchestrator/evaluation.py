@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 from ray.tune import Callback
 
-from orchestrator.mlflow_callback import RAY_KEYS, error_text
-from orchestrator.mlflow_writer import MlflowWriter
-from orchestrator.runs import (
+from orchestrator.tracking.callback import RAY_KEYS, error_text
+from orchestrator.tracking.runs import (
     FIDELITY_TAG,
     KIND_TAG,
     PARENT_TAG,
@@ -26,6 +25,7 @@ from orchestrator.runs import (
     STATE_TAG,
     failure_reason,
 )
+from orchestrator.tracking.writer import MlflowWriter
 
 SEED_TAG = "orch.seed"
 KIND = "evaluation"

@@ -195,7 +195,7 @@ class LiveTable(Callback):
             self._live.update(self.render())
 
     def setup(self, **info) -> None:
-        from orchestrator.runs import trial_count
+        from orchestrator.tracking.runs import trial_count
 
         self.total = self.total or trial_count(info)
         if not self.enabled:

@@ -54,7 +54,7 @@ def check_encoder(encoder: str) -> None:
 def check_services(tracking_uri: str | None, address: str | None) -> None:
     """Dead services fail in seconds here, not minutes later with half a search created."""
     from orchestrator.resources import check_ray_address
-    from orchestrator.tracking import check_tracking_uri
+    from orchestrator.tracking.store import check_tracking_uri
 
     try:
         check_tracking_uri(tracking_uri)
@@ -81,8 +81,8 @@ def pick_name(settings, given_name: str | None) -> str:
     from ray.tune import Tuner
 
     from orchestrator.resume import fresh_name
-    from orchestrator.runs import search_exists
     from orchestrator.settings import experiment_path
+    from orchestrator.tracking.runs import search_exists
 
     def in_storage(candidate: str) -> bool:
         return Tuner.can_restore(experiment_path(settings.storage, candidate))

@@ -1,7 +1,7 @@
 """Continuing a stopped search: names, the driver that may still run it, what it was started
 with, and the one place orch reaches into Ray's private API.
 
-A search is its MLflow parent run (``orchestrator.runs``) plus Tune's experiment folder
+A search is its MLflow parent run (``orchestrator.tracking.runs``) plus Tune's experiment folder
 ``<storage>/<NAME>``; the parent's params record the settings it started with, ``storage``
 included, so the name alone leads to both.
 """
@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from orchestrator.runs import DRIVER_TAG
+from orchestrator.tracking.runs import DRIVER_TAG
 
 # What may change when a search is resumed: where things are, not what the search is.
 MAY_CHANGE_ON_RESUME = ("storage", "tracking_uri", "address")

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from orchestrator.runs import DEFAULT_EXPERIMENT, metric_mode
 from orchestrator.strategies import SAMPLERS, SCHEDULERS
-from orchestrator.tracking import default_root
+from orchestrator.tracking.runs import DEFAULT_EXPERIMENT, metric_mode
+from orchestrator.tracking.store import default_root
 
 DEFAULT_GPU_MEMORY_GB = 11.0  # the paper's card
 DEFAULT_EPOCHS = 10  # TrainConfig's default, when the space does not fix epochs

@@ -36,7 +36,7 @@ SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "random": _random, "gp": _gp}
 
 def _asha(settings, searcher, max_t: int):
     from orchestrator.optuna_pruning import PruningASHA
-    from orchestrator.runs import metric_mode
+    from orchestrator.tracking.runs import metric_mode
 
     tie_metric = settings.tie_break
     scheduler = PruningASHA(

@@ -24,17 +24,17 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from orchestrator import search_reports
 from orchestrator.compute_budget import EpochBudget
 from orchestrator.driver import quiet_driver, sigterm_as_interrupt
 from orchestrator.live_view import LiveTable
-from orchestrator.mlflow_callback import MlflowSearchCallback
-from orchestrator.mlflow_writer import git_commit
 from orchestrator.resources import connect_ray
 from orchestrator.resume import restored_parts
-from orchestrator.runs import fidelity
 from orchestrator.settings import SearchSettings, option_fields
 from orchestrator.strategies import make_sampler, make_scheduler
+from orchestrator.tracking import reports as search_reports
+from orchestrator.tracking.callback import MlflowSearchCallback
+from orchestrator.tracking.runs import fidelity
+from orchestrator.tracking.writer import git_commit
 
 logger = logging.getLogger(__name__)
 

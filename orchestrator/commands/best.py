@@ -26,7 +26,7 @@ def best(
 ) -> None:
     """Show the best trial: config, dev and test scores, checkpoint, command to reproduce."""
     from orchestrator.best import NoSearchError, best_trial, failure_summary
-    from orchestrator.tracking import check_tracking_uri
+    from orchestrator.tracking.store import check_tracking_uri
 
     try:  # a dead server: one line in seconds, not minutes of MLflow's retries
         check_tracking_uri(tracking_uri)

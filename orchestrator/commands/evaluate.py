@@ -44,7 +44,7 @@ def evaluate(
     from orchestrator import preflight
     from orchestrator.best import NoSearchError, best_trial
     from orchestrator.evaluation import evaluation_runs, trial_config
-    from orchestrator.runs import fidelity, open_search, search_name
+    from orchestrator.tracking.runs import fidelity, open_search, search_name
 
     preflight.check_services(tracking_uri, address)
     try:
@@ -122,7 +122,7 @@ def _report(client, experiment_id, parent, search, fid, metric, seeds, json_out)
     from rich.table import Table
 
     from orchestrator.evaluation import evaluation_runs, log_summary, seed_result, summarise
-    from orchestrator.mlflow_writer import MlflowWriter
+    from orchestrator.tracking.writer import MlflowWriter
 
     runs = evaluation_runs(client, experiment_id, parent.info.run_id, fid)
     missing = [s for s in range(seeds) if s not in runs or runs[s].info.status != "FINISHED"]

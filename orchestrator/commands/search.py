@@ -159,7 +159,7 @@ def _resume(wanted: str, given: dict, json_out: bool) -> None:
     """``orch search --resume NAME|latest``: continue a stopped search where it stopped."""
     from orchestrator import preflight
     from orchestrator.resume import changed_settings, live_driver
-    from orchestrator.runs import NoSearchError, find_parent, search_name
+    from orchestrator.tracking.runs import NoSearchError, find_parent, search_name
 
     tracking_uri, address = given.get("tracking_uri"), given.get("address")
     preflight.check_services(tracking_uri, address)

@@ -17,7 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestrator.errors import RUNTIME, USAGE, fail
-from orchestrator.mlflow_writer import MlflowWriter
 from orchestrator.options import (
     DERIVED,
     MODEL_FIELDS,
@@ -25,7 +24,8 @@ from orchestrator.options import (
     dataclass_parameters,
     option_name,
 )
-from orchestrator.runs import FIDELITY_TAG, fidelity
+from orchestrator.tracking.runs import FIDELITY_TAG, fidelity
+from orchestrator.tracking.writer import MlflowWriter
 from trainable.config import DialogueTRMConfig, TrainConfig
 from trainable.datasets.registry import dataset_help
 from trainable.presets import TRAIN_PRESETS, default_preset

@@ -25,8 +25,8 @@ from pathlib import Path
 import typer
 
 from orchestrator.errors import USAGE, fail
-from orchestrator.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
-from orchestrator.tracking import client_for, resolve_tracking_uri
+from orchestrator.tracking.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
+from orchestrator.tracking.store import client_for, resolve_tracking_uri
 
 GRACE_S = 10.0  # from the forwarded signal to SIGKILL
 POLL_S = 0.3

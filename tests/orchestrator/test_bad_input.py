@@ -100,8 +100,8 @@ def space_file(name: str, text: str):
 
 def seed_search(name: str) -> None:
     """A finished search ``name`` in ./mlruns: a parent run tagged the way `orch search` does."""
-    from orchestrator.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
-    from orchestrator.tracking import client_for, default_tracking_uri, experiment_id
+    from orchestrator.tracking.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
+    from orchestrator.tracking.store import client_for, default_tracking_uri, experiment_id
 
     uri = default_tracking_uri()
     client = client_for(uri)
@@ -112,7 +112,7 @@ def seed_search(name: str) -> None:
 
 def count_runs() -> int:
     """Runs of every experiment in ./mlruns (0 when there is no store)."""
-    from orchestrator.tracking import client_for, default_root, default_tracking_uri
+    from orchestrator.tracking.store import client_for, default_root, default_tracking_uri
 
     if not default_root().exists():
         return 0

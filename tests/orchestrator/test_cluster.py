@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runs import KIND_TAG, NODE_TAG, PARENT_TAG
-from orchestrator.tracking import client_for
+from orchestrator.tracking.runs import KIND_TAG, NODE_TAG, PARENT_TAG
+from orchestrator.tracking.store import client_for
 from tests.orchestrator.processes import BIN, free_port, orch, start_group, stop_group, wait_for
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.runs import KIND_TAG, PARENT_TAG, find_parent
 from orchestrator.settings import SearchSettings
-from orchestrator.tracking import client_for
+from orchestrator.tracking.runs import KIND_TAG, PARENT_TAG, find_parent
+from orchestrator.tracking.store import client_for
 from orchestrator.tuner import run_search
 from trainable.tune_trainable import train_trial
 

@@ -22,8 +22,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from orchestrator.best import best_trial, failure_summary
-from orchestrator.runs import failure_reason
 from orchestrator.settings import SearchSettings
+from orchestrator.tracking.runs import failure_reason
 from orchestrator.tuner import run_search
 from tests.orchestrator.faults import (
     HUGE_FFN,

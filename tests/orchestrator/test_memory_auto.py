@@ -12,9 +12,9 @@ import torch
 
 import trainable.model
 import trainable.tune_trainable
-from orchestrator.mlflow_callback import MlflowSearchCallback
 from orchestrator.optuna_pruning import PruningOptunaSearch
 from orchestrator.settings import SearchSettings
+from orchestrator.tracking.callback import MlflowSearchCallback
 from trainable.tune_trainable import run_trial
 
 CHOSEN = ("precision", "gradient_checkpointing", "chunk_size")

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from orchestrator.runs import KIND_TAG, PARENT_TAG, STATE_TAG
+from orchestrator.tracking.runs import KIND_TAG, PARENT_TAG, STATE_TAG
 from tests.orchestrator.processes import BIN, free_port, orch, start_group, stop_group, wait_for
 
 pytestmark = pytest.mark.slow

@@ -76,8 +76,8 @@ def test_budget_not_trials_ends_the_search(ray_local, tmp_path):
     """--budget 60 with the default --trials 40 (which would spend up to 360 trial-epochs):
     the search samples configs until 60 trial-epochs are spent, stops, and its MLflow
     parent is FINISHED."""
-    from orchestrator.runs import KIND_TAG
-    from orchestrator.tracking import client_for
+    from orchestrator.tracking.runs import KIND_TAG
+    from orchestrator.tracking.store import client_for
     from orchestrator.tuner import run_search
 
     result = run_search(replay_trial, settings(tmp_path, budget=60, seed=3, sampler="random"))

@@ -303,7 +303,7 @@ def test_mlflow_runs_across_an_interrupt_and_a_killed_driver(tmp_path):
     callback as pickled in tuner.pkl, then the end of the search."""
     import cloudpickle
 
-    from orchestrator.mlflow_callback import MlflowSearchCallback
+    from orchestrator.tracking.callback import MlflowSearchCallback
 
     def log(cb, trial, step, value):
         cb.on_trial_result(0, [], trial, {"dev_weighted_f1": value, "training_iteration": step})
@@ -366,9 +366,9 @@ def test_restored_parts_finds_the_saved_searcher_and_callbacks(tmp_path):
     moves what ``Tuner.restore`` unpickled, this fails here instead of in a user's resume."""
     from ray import tune
 
-    from orchestrator.mlflow_callback import MlflowSearchCallback
     from orchestrator.optuna_pruning import PruningOptunaSearch
     from orchestrator.resume import restored_parts
+    from orchestrator.tracking.callback import MlflowSearchCallback
 
     def trainable(config):
         tune.report({"m": config["x"]})

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from orchestrator.runs import KIND_TAG, PARENT_TAG, STATE_TAG
-from orchestrator.tracking import client_for
+from orchestrator.tracking.runs import KIND_TAG, PARENT_TAG, STATE_TAG
+from orchestrator.tracking.store import client_for
 
 TRIALS = 5
 

@@ -162,9 +162,9 @@ def test_spaces_pickle_for_ray(tmp_path):
 def test_resume_accepts_repeated_options_and_names_those_that_differ(tmp_path, monkeypatch):
     """The up arrow plus ``--resume NAME``: options equal to the saved settings pass; the
     error names only the ones that differ, with the saved value."""
-    from orchestrator.mlflow_writer import MlflowWriter
     from orchestrator.resume import changed_settings
-    from orchestrator.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
+    from orchestrator.tracking.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
+    from orchestrator.tracking.writer import MlflowWriter
     from orchestrator.tuner import parent_params
 
     monkeypatch.chdir(tmp_path)

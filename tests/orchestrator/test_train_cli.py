@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.tracking import client_for, default_tracking_uri
+from orchestrator.tracking.store import client_for, default_tracking_uri
 from trainable.datasets import load_dataset
 from trainable.metrics import categorical_metrics
 from trainable.run import evaluate_checkpoint, load_model

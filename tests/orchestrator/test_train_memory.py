@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.commands.train import build_configs
-from orchestrator.tracking import client_for, default_tracking_uri
+from orchestrator.tracking.store import client_for, default_tracking_uri
 from search_spaces.budget import estimate_gb
 from search_spaces.memory_plan import config_profile, plan_memory
 

@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from orchestrator.resources import check_ray_address
-from orchestrator.tracking import check_tracking_uri
+from orchestrator.tracking.store import check_tracking_uri
 from tests.orchestrator.processes import free_port, orch
 
 HANG_GUARD_S = 120  # a stuck command fails here; generous for a busy machine, not a speed claim

@@ -15,7 +15,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from orchestrator.runs import CHECKPOINT_TAG, STATE_TAG, TRIAL_TAG, trial_runs
+from orchestrator.tracking.runs import CHECKPOINT_TAG, STATE_TAG, TRIAL_TAG, trial_runs
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sys
 
-from orchestrator.tracking import client_for, resolve_tracking_uri, sqlite_file
+from orchestrator.tracking.store import client_for, resolve_tracking_uri, sqlite_file
 from trainable.metrics import metric_mode
 
 __all__ = ["metric_mode"]  # re-exported: the one function that decides a metric's direction

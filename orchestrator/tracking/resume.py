@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from orchestrator.runs import PARENT_TAG, STATE_TAG, TRIAL_TAG, trial_runs
+from orchestrator.tracking.runs import PARENT_TAG, STATE_TAG, TRIAL_TAG, trial_runs
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from orchestrator.tracking import client_for, experiment_id, resolve_tracking_uri
+from orchestrator.tracking.store import client_for, experiment_id, resolve_tracking_uri
 
 MAX_PARAM = 6000  # MLflow's limit on a param value
 MAX_TAG = 8000

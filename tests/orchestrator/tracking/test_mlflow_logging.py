@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import cloudpickle
 import pytest
 
-from orchestrator.mlflow_callback import MlflowSearchCallback
+from orchestrator.tracking.callback import MlflowSearchCallback
 
 
 def fake_trial(trial_id, config=None, failures=0):
@@ -116,7 +116,7 @@ def test_node_id_is_a_tag_set_again_only_when_a_retry_moves(uri):
 
 
 def test_metrics_reported_faster_than_flush_s_are_written_together(uri, monkeypatch):
-    import orchestrator.mlflow_callback as module
+    import orchestrator.tracking.callback as module
 
     clock = [1000.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])

@@ -1,7 +1,7 @@
 """The lifecycle of a search's MLflow runs, written from the Ray driver by one Tune callback.
 
 One parent run per search; one nested child run per trial (run name = trial id, tags from
-``orchestrator.runs``); params once; metrics per epoch (step = ``training_iteration``); the
+``orchestrator.tracking.runs``); params once; metrics per epoch (step = ``training_iteration``); the
 end of each trial as a tag (``orch.state`` = completed / pruned / failed) and as the run's
 status (FINISHED / KILLED / FAILED). Metrics reported within ``flush_s`` of the last write
 wait for the next write (at most ``flush_s`` later, always before a run ends, and as soon as
@@ -9,8 +9,8 @@ Tune registers a checkpoint: a resumed trial never reports a checkpointed epoch 
 killed driver must not hold its metrics): one sqlite commit per result cost the driver
 ~25 ms, which a search of short epochs without checkpoints (a replayed one,
 ``bench/search_overhead.py --per-report``) paid on every report. What happens after the last trial (best checkpoint,
-study, plots, closing the parent) is ``search_reports``; picking runs up again after a resume
-is ``mlflow_resume``.
+study, plots, closing the parent) is ``tracking.reports``; picking runs up again after a resume
+is ``tracking.resume``.
 
 Why the driver and not the trials: the embedded sqlite store breaks under concurrent writers
 (a migration race, "database is locked"), Ray's ``MLflowLoggerCallback`` makes flat runs and
@@ -27,9 +27,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from orchestrator import mlflow_resume
-from orchestrator.mlflow_writer import MAX_TAG, MlflowWriter, metrics_at
-from orchestrator.runs import (
+from orchestrator.tracking import resume as mlflow_resume
+from orchestrator.tracking.runs import (
     DEFAULT_EXPERIMENT,
     DRIVER_TAG,
     ERROR_TAG,
@@ -47,6 +46,7 @@ from orchestrator.runs import (
     fidelity,
     trial_count,
 )
+from orchestrator.tracking.writer import MAX_TAG, MlflowWriter, metrics_at
 
 # Ray's bookkeeping numbers: not metrics of the model.
 RAY_KEYS = {
