@@ -2,8 +2,8 @@
 
 One parent run per search; one nested child run per trial (run name = trial id, tags from
 ``orchestrator.tracking.runs``); params once; metrics per epoch (step = ``training_iteration``); the
-end of each trial as a tag (``orch.state`` = completed / pruned / failed) and as the run's
-status (FINISHED / KILLED / FAILED). Metrics reported within ``flush_s`` of the last write
+end of each trial as a tag (``orch.state`` = completed / pruned / failed / interrupted) and as
+the run's status (FINISHED for completed and pruned, FAILED, KILLED for interrupted only). Metrics reported within ``flush_s`` of the last write
 wait for the next write (at most ``flush_s`` later, always before a run ends, and as soon as
 Tune registers a checkpoint: a resumed trial never reports a checkpointed epoch again, so a
 killed driver must not hold its metrics): one sqlite commit per result cost the driver
@@ -87,7 +87,8 @@ class MlflowSearchCallback(Callback):
         tracking_uri: MLflow store; None: ``$MLFLOW_TRACKING_URI`` or sqlite under ./mlruns.
         experiment: MLflow experiment holding the searches.
         parent_params: logged once on the parent (dataset, space, sampler, command, ...).
-        is_pruned: tells whether the scheduler stopped a trial early (then KILLED/pruned).
+        is_pruned: tells whether the scheduler stopped a trial early (then FINISHED with
+            ``orch.state`` pruned: a healthy early stop, not an interruption).
         flush_s: metrics reported within this many seconds of the last write are batched
             (None: ``FLUSH_S``; 0 writes every result at once).
     """
@@ -295,7 +296,9 @@ class MlflowSearchCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.running.discard(trial.trial_id)
         if self.is_pruned(trial.trial_id):
-            self._finish(trial, "pruned", "KILLED")
+            # FINISHED, not KILLED: the UI marks KILLED runs like failures, and an early stop
+            # is a search working as meant. KILLED stays for interruptions.
+            self._finish(trial, "pruned", "FINISHED")
         else:
             self._finish(trial, "completed", "FINISHED")
 

@@ -4,7 +4,7 @@ Seven trials of a toy trainable, two at a time, four epochs each (ASHA rungs at 
 - ``flaky`` (x = 1.0): fails once after epoch 2, resumes from its checkpoint, ends best;
 - ``ok`` x = 1.0: completes (ties the flaky one on every rung, so ASHA keeps both);
 - ``ok`` x = 0.2, 0.1, 0.15, 0.05: each reaches rung 1 below the cutoff the two x = 1.0 trials
-  set there, so ASHA stops it: PRUNED in Optuna, KILLED/pruned in MLflow;
+  set there, so ASHA stops it: PRUNED in Optuna, FINISHED/pruned in MLflow;
 - ``broken``: raises before reporting, is retried once, then FAILED everywhere.
 """
 
@@ -158,7 +158,7 @@ def test_one_parent_and_closed_child_per_trial(search):
     assert not [c for c in children if c.info.status == "RUNNING"]
     states = sorted((c.data.tags["orch.state"], c.info.status) for c in children)
     assert states == sorted(
-        [("completed", "FINISHED")] * 2 + [("pruned", "KILLED")] * 4 + [("failed", "FAILED")]
+        [("completed", "FINISHED")] * 2 + [("pruned", "FINISHED")] * 4 + [("failed", "FAILED")]
     )
     failed = next(c for c in children if c.data.tags["orch.state"] == "failed")
     assert "broken trial" in failed.data.tags["orch.error"]

@@ -83,7 +83,7 @@ def test_close_kills_open_trials_and_marks_pruned(uri):
     cb.close("KILLED")
     pruned = cb.client.get_run(cb.children["p"])
     left = cb.client.get_run(cb.children["open"])
-    assert (pruned.info.status, pruned.data.tags["orch.state"]) == ("KILLED", "pruned")
+    assert (pruned.info.status, pruned.data.tags["orch.state"]) == ("FINISHED", "pruned")
     assert (left.info.status, left.data.tags["orch.state"]) == ("KILLED", "interrupted")
     assert cb.client.get_run(cb.parent_run_id).info.status == "KILLED"
 
