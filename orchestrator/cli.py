@@ -7,13 +7,16 @@ import logging
 import typer
 
 from orchestrator import __version__
+from orchestrator.cli_format import OrchCommand, OrchGroup
 
 app = typer.Typer(
     name="orch",
     help="Hyperparameter search and experiment tracking for DialogueTRM.",
+    cls=OrchGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -41,11 +44,11 @@ from orchestrator.commands.search import search  # noqa: E402
 from orchestrator.commands.train import train  # noqa: E402
 from orchestrator.commands.ui import ui  # noqa: E402
 
-app.command()(search)
-app.command()(best)
-app.command()(evaluate)
-app.command()(train)
-app.command()(ui)
+app.command(cls=OrchCommand)(search)
+app.command(cls=OrchCommand)(best)
+app.command(cls=OrchCommand)(evaluate)
+app.command(cls=OrchCommand)(train)
+app.command(cls=OrchCommand)(ui)
 
 if __name__ == "__main__":
     app()

@@ -16,8 +16,8 @@ from functools import cache
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
+from orchestrator.cli_format import short_help
 from trainable.config import DialogueTRMConfig, TrainConfig
 
 # Fields the dataset decides (task, label count, feature widths): not options.
@@ -75,9 +75,13 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def dataclass_parameters(cls, skip=(), panel: str | None = None, only=None, helps=None):
+def dataclass_parameters(
+    cls, skip=(), panel: str | dict[str, str] | None = None, only=None, helps=None
+):
     """``inspect.Parameter``s (Typer options) for the fields of ``cls`` (those named in
-    ``only``, if given) not in ``skip``; ``helps`` replaces some fields' docstrings."""
+    ``only``, if given) not in ``skip``; ``helps`` replaces some fields' docstrings. The help
+    is the docstring's first sentence; ``panel`` is the help section of every option, or of
+    each field by name."""
     docs = {**field_docs(cls), **(helps or {})}
     kinds = field_types(cls)
     params = []
@@ -91,10 +95,14 @@ def dataclass_parameters(cls, skip=(), panel: str | None = None, only=None, help
             decls = (f"{name}/--no-{f.name.replace('_', '-')}",)
         else:
             decls = (name, *ALIASES.get(f.name, ()))
-        shown = "" if default is None else f" [default: {default}]"  # None: the doc says
-        help_text = escape(f"{docs.get(f.name, '')}{shown}")
+        help_text = short_help(docs.get(f.name, ""))
+        if default is True:  # a flag that is on unless turned off
+            default = name
+        if default is not None and default is not False and "[default:" not in help_text:
+            help_text = f"{help_text.removesuffix('.')} [default: {default}]."  # None: doc says
+        section = panel.get(f.name) if isinstance(panel, dict) else panel
         option = typer.Option(
-            None, *decls, help=help_text, show_default=False, rich_help_panel=panel
+            None, *decls, help=help_text, show_default=False, rich_help_panel=section
         )
         params.append(
             inspect.Parameter(

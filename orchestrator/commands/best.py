@@ -15,12 +15,12 @@ SHOWN = ("weighted_f1", "weighted_acc", "macro_f1", "accuracy", "mean_pearson", 
 
 
 def best(
-    name: str | None = typer.Option(None, help="Search name \\[default: the latest search]."),
+    name: str | None = typer.Option(None, help="Search name [default: the latest search]."),
     metric: str | None = typer.Option(
-        None, help="Rank trials by this metric \\[default: the search's, e.g. dev_weighted_f1]."
+        None, help="Rank trials by this metric [default: the search's, e.g. dev_weighted_f1]."
     ),
     tracking_uri: str | None = typer.Option(
-        None, help="MLflow tracking URI \\[default: sqlite store under ./mlruns]."
+        None, help="MLflow tracking URI [default: sqlite store under ./mlruns]."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

@@ -19,15 +19,15 @@ def evaluate(
     ),
     encoder_lr: float | None = typer.Option(
         None,
-        help="Peak rate of the encoder when it trains \\[default with --finetune on a frozen "
+        help="Peak rate of the encoder when it trains [default with --finetune on a frozen "
         "screen: 3e-5; the layers above keep the searched --lr].",
     ),
     max_concurrent: int | None = typer.Option(None, help="Seeds training at once at most."),
     cpus_per_trial: float | None = typer.Option(
-        None, help="CPUs per seed \\[default: the search's]."
+        None, help="CPUs per seed [default: the search's]."
     ),
     tracking_uri: str | None = typer.Option(
-        None, help="MLflow tracking URI \\[default: sqlite store under ./mlruns]."
+        None, help="MLflow tracking URI [default: sqlite store under ./mlruns]."
     ),
     address: str | None = typer.Option(None, help="Join a Ray cluster: auto or host:port."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),

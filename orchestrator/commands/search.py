@@ -22,23 +22,48 @@ from trainable.datasets.registry import dataset_help
 # --quick: dialogues per split, enough for a tiny model to beat the majority class on MELD.
 QUICK_DIALOGUES = 300
 OPTIONS = [f.name for f in option_fields()]
+RUN_PANEL = "Run"
+# The help's sections, in order; a field not named here lands in "Other".
+PANELS = {
+    **dict.fromkeys(
+        ("dataset", "space", "metric", "encoder", "freeze_encoder", "data_dir", "max_dialogues"),
+        "What to search",
+    ),
+    **dict.fromkeys(("trials", "budget", "epochs"), "How long"),
+    **dict.fromkeys(
+        ("sampler", "startup_trials", "seed", "scheduler", "grace_period", "reduction_factor")
+        + ("tie_metric", "asha_tells"),
+        "Strategy",
+    ),
+    **dict.fromkeys(
+        ("max_concurrent", "cpus_per_trial", "gpu_memory_gb", "max_failures", "keep_checkpoints"),
+        "Resources",
+    ),
+    **dict.fromkeys(("name", "storage", "tracking_uri", "address"), "Where it runs and records"),
+}
 
 
 def search(
     quick: bool = typer.Option(
         False,
+        "--quick",
         help=f"Tiny encoder, {QUICK_DIALOGUES} dialogues per split, 2 epochs: a CPU smoke search.",
+        rich_help_panel=RUN_PANEL,
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Check everything, print the plan, start nothing."
+        False,
+        "--dry-run",
+        help="Check everything, print the plan, start nothing.",
+        rich_help_panel=RUN_PANEL,
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print the best trial as one JSON line."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the best trial as one JSON line.", rich_help_panel=RUN_PANEL
+    ),
     resume: str | None = typer.Option(
         None,
-        help="Continue search NAME (or 'latest') where it stopped (Ctrl-C, SIGTERM, a killed "
-        "driver), with its own settings; options repeated from the original command must keep "
-        "their values, and only --storage, --tracking-uri and --address may change.",
+        help="Continue search NAME (or latest) where it stopped, with its own settings.",
         show_default=False,
+        rich_help_panel=RUN_PANEL,
     ),
     **options,
 ) -> None:
@@ -252,6 +277,7 @@ search.__signature__ = inspect.Signature(
     dataclass_parameters(
         SearchSettings,
         only=OPTIONS,
+        panel=PANELS,
         helps={"dataset": f"{dataset_help()}: the data, and the preset of space and metric."},
     )
     # The command's own (--quick, --dry-run, --json, --resume) after the settings.

@@ -104,7 +104,7 @@ def train(
         None, help="Starting values: paper, or tiny (default when --encoder tiny)."
     ),
     tracking_uri: str | None = typer.Option(
-        None, help="MLflow tracking URI \\[default: sqlite store under ./mlruns]."
+        None, help="MLflow tracking URI [default: sqlite store under ./mlruns]."
     ),
     experiment: str = typer.Option("orch-train", help="MLflow experiment of the run."),
     output: Path | None = typer.Option(
@@ -246,6 +246,11 @@ def _summary(console: Console, trainer, best: dict, run_id: str) -> None:
     console.print(table)
 
 
+def _in_panel(option, panel: str):
+    option.rich_help_panel = panel
+    return option
+
+
 # One option per config field, generated so the CLI and the dataclasses cannot drift apart.
 _base = [
     p
@@ -253,7 +258,7 @@ _base = [
     if p.kind != inspect.Parameter.VAR_KEYWORD
 ]
 train.__signature__ = inspect.Signature(
-    _base
+    [p.replace(default=_in_panel(p.default, "Run")) for p in _base]
     + dataclass_parameters(DialogueTRMConfig, skip=DERIVED, panel="Model (DialogueTRMConfig)")
     + dataclass_parameters(TrainConfig, panel="Training (TrainConfig)")
 )

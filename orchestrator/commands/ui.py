@@ -34,7 +34,7 @@ POLL_S = 0.3
 
 def ui(
     tracking_uri: str | None = typer.Option(
-        None, help="Store to browse \\[default: sqlite store under ./mlruns]."
+        None, help="Store to browse [default: sqlite store under ./mlruns]."
     ),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes it."),
     port: int = typer.Option(5000, help="Port to serve on."),
