@@ -7,9 +7,12 @@ whole does not fit ``max_length``, the oldest context tokens go first, never the
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
+import socket
+import urllib.parse
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,25 @@ def _not_found(name: str) -> EncoderNotFoundError:
     )
 
 
+HUB_PROBE_S = 3.0
+
+
+@functools.cache
+def hub_reachable(timeout_s: float = HUB_PROBE_S) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within ``timeout_s``.
+
+    Without a network the hub client retries each file with backoff (~30 s per encoder) before
+    it gives up; one short connect decides up front, like the 3 s probes of --address and
+    --tracking-uri. ``HF_ENDPOINT`` (a mirror) is probed instead of the hub when set."""
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:  # no route, no DNS, refused, timed out
+        return False
+
+
 def _from_pretrained(loader, name: str, **kwargs):
     """Load from a folder or the local cache first; download only when the hub is reachable."""
     from transformers.utils import logging as hf_logging
@@ -65,7 +87,7 @@ def _from_pretrained(loader, name: str, **kwargs):
     try:
         return loader.from_pretrained(path, local_files_only=True, **kwargs)
     except OSError:
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
             raise _not_found(name) from None
     try:
         return loader.from_pretrained(path, **kwargs)

@@ -4,7 +4,9 @@ from tests.helpers import TEXTS, tiny_config
 from trainable.encoder import (
     EncoderNotFoundError,
     InputBuilder,
+    _from_pretrained,
     build_tiny_tokenizer,
+    hub_reachable,
     load_tokenizer,
 )
 
@@ -82,3 +84,50 @@ def test_tiny_vocabulary_is_deterministic_and_covers_every_character():
     # A word outside the vocabulary falls back to characters, never to [UNK].
     pieces = a.tokenize("sandwiches")
     assert "[UNK]" not in pieces and "".join(p.removeprefix("##") for p in pieces) == "sandwiches"
+
+
+class _Loader:
+    """A ``from_pretrained`` that is not in the local cache and records every call."""
+
+    calls: list[dict] = []
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        cls.calls.append(kwargs)
+        raise OSError(f"{path} is not in the local cache")
+
+
+def test_an_unreachable_hub_fails_at_once_without_download_retries(monkeypatch):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: connect is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    hub_reachable.cache_clear()
+    _Loader.calls = []
+    try:
+        assert not hub_reachable()
+        with pytest.raises(EncoderNotFoundError, match="could not be downloaded"):
+            _from_pretrained(_Loader, "someone/some-model")
+    finally:
+        hub_reachable.cache_clear()
+    # Only the local-cache lookup: the hub client's download (and its retries) never ran.
+    assert _Loader.calls == [{"local_files_only": True}]
+
+
+def test_a_reachable_hub_is_asked(monkeypatch):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        hub_reachable.cache_clear()
+        _Loader.calls = []
+        try:
+            with pytest.raises(EncoderNotFoundError):
+                _from_pretrained(_Loader, "someone/some-model")
+        finally:
+            hub_reachable.cache_clear()
+    assert _Loader.calls == [{"local_files_only": True}, {}]
