@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "meld" / "seeds"
+DATA = ROOT.parent / "shared" / "data"  # holds meld/ (the official CSVs)
 
 # The two rows of RESULTS.md, exactly as they were committed (3 epochs; --epochs overrides).
 CONFIGS = {
@@ -62,10 +63,12 @@ def run_seed(name: str, seed: int, epochs: int | None, orch: str) -> Path | None
         print(f"{path.relative_to(ROOT)} exists; skipped", flush=True)
         return None
     command = f"orch train {args} --seed {seed} --json"
+    # The committed commands name no --data-dir: the CSVs are found through ORCH_DATA_DIR.
+    env = {**os.environ, "ORCH_DATA_DIR": os.environ.get("ORCH_DATA_DIR", str(DATA))}
     code = commit()  # the code that runs, not whatever HEAD is when it ends
     start = time.time()
     done = subprocess.run(
-        [orch, *shlex.split(command)[1:]], cwd=ROOT, capture_output=True, text=True
+        [orch, *shlex.split(command)[1:]], cwd=ROOT, capture_output=True, text=True, env=env
     )
     wall = round(time.time() - start)
     if done.returncode != 0:
@@ -77,6 +80,7 @@ def run_seed(name: str, seed: int, epochs: int | None, orch: str) -> Path | None
         "commit": code,
         "wall_s": wall,
         "machine": machine(),
+        "data_dir": f"{env['ORCH_DATA_DIR']}/meld",
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "chosen_by": chosen_by,
         **json.loads(done.stdout),
