@@ -12,7 +12,7 @@ import contextlib
 import uuid
 from pathlib import Path
 
-from orchestrator.errors import USAGE, fail
+from orchestrator.errors import RUNTIME, USAGE, fail
 
 
 def check_storage(storage: str) -> None:
@@ -36,6 +36,16 @@ def check_storage(storage: str) -> None:
         for folder in created:
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+def check_disk(settings, space) -> None:
+    """The storage must hold what the search keeps (``orchestrator.disk``): refused here,
+    with the estimate, rather than trials failing on a full disk hours in."""
+    from orchestrator.disk import estimate_checkpoint_disk
+
+    problem = estimate_checkpoint_disk(settings, space).problem()
+    if problem:
+        raise fail(problem, USAGE if problem.startswith("--max-checkpoint-gb") else RUNTIME)
 
 
 def check_encoder(encoder: str) -> None:

@@ -93,8 +93,12 @@ class SearchSettings:
     """GPU memory budget per trial in GB: bounds K, and shares larger cards."""
     max_failures: int = 2
     """Retries of a failed trial from its last checkpoint."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept per trial: its best by the metric."""
+    keep_checkpoints: int = 1
+    """Checkpoints kept per trial once it ends: its best by the metric, weights only."""
+    max_checkpoint_gb: float | None = None
+    """Disk budget for the search's checkpoints in GB [default: 90 % of the free space]. Beyond
+    it the worst ended trials' checkpoints are deleted, never the best 3 trials' best; the
+    default is taken when the search starts, and a URI storage has none."""
     name: str | None = None
     """Name of the search [default: dataset-date-time]."""
     storage: str | None = None
@@ -128,6 +132,9 @@ class SearchSettings:
     resume: bool = False
     """Continue search ``name`` saved under ``storage``: space, sampler, scheduler and trial
     count are the saved ones."""
+    resume_failed: bool = False
+    """With ``resume``: failed trials continue from their last checkpoint too (set when one
+    failed because its checkpoint found the disk full)."""
 
     def __post_init__(self) -> None:
         from search_spaces import search_preset
@@ -164,9 +171,10 @@ class SearchSettings:
             value = getattr(self, name)
             if value is not None and value < low:
                 raise SettingsError(f"{option(name)} must be >= {low}, got {value}")
-        for name in ("gpu_memory_gb", "cpus_per_trial"):
-            if not getattr(self, name) > 0:
-                raise SettingsError(f"{option(name)} must be > 0, got {getattr(self, name)}")
+        for name in ("gpu_memory_gb", "cpus_per_trial", "max_checkpoint_gb"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:  # NaN too
+                raise SettingsError(f"{option(name)} must be > 0, got {value}")
         if not self.reduction_factor > 1:
             raise SettingsError(f"--reduction-factor must be > 1, got {self.reduction_factor}")
         self.storage = resolve_storage(self.storage)

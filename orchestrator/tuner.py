@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
+from orchestrator.checkpoints import CheckpointJanitor
 from orchestrator.compute_budget import EpochBudget
+from orchestrator.disk import checkpoint_budget_bytes
 from orchestrator.driver import quiet_driver, sigterm_as_interrupt
 from orchestrator.live_view import LiveTable
 from orchestrator.resources import connect_ray
@@ -122,6 +124,8 @@ def trim_checkpoints(results) -> int:
         try:
             latest.filesystem.delete_dir(latest.path)
             trimmed += 1
+        except FileNotFoundError:  # evicted by the disk budget already
+            continue
         except OSError as error:  # a leftover checkpoint is no reason to fail a search
             logger.warning("could not delete %s: %s", latest.path, error)
     return trimmed
@@ -139,7 +143,10 @@ def _restore(trainable, settings: SearchSettings, console, callbacks):
         settings.experiment_path,
         tune.with_resources(trainable, resources),
         resume_unfinished=True,
-        resume_errored=False,  # a failed trial used up its retries (or ran out of memory)
+        # A failed trial used up its retries (or ran out of memory), unless its checkpoint
+        # found the disk full: that one continues once space is freed. Tune resumes failed
+        # trials all or none, so when one did, the others get their retry too.
+        resume_errored=settings.resume_failed,
     )
     saved_callbacks, searcher = restored_parts(tuner)
     recorder = next(c for c in saved_callbacks if isinstance(c, MlflowSearchCallback))
@@ -213,8 +220,11 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         title=settings.name,
         enabled=settings.live,
     )
+    janitor = CheckpointJanitor(
+        settings.metric, settings.mode, checkpoint_budget_bytes(settings), recorder=recorder
+    )
     # The recorder first: Tune gives callback state back by position on restore.
-    all_callbacks = [recorder, table, *callbacks]
+    all_callbacks = [recorder, table, janitor, *callbacks]
     all_callbacks += missing_loggers(all_callbacks)
     connect_ray(settings.address)
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}

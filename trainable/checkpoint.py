@@ -2,8 +2,11 @@
 
 A checkpoint is a folder:
     config.json    model config, train config, dataset name and label names (plain JSON)
-    model.pt       the model's state dict (without a frozen pretrained encoder's weights)
-    trainer.pt     optimizer, scheduler, grad scaler and RNG states (only for resumable ones)
+    model.pt       the model's state dict at the training precision (without a frozen
+                   pretrained encoder's weights)
+    trainer.pt     optimizer, scheduler, grad scaler and RNG states, and the fp32 master
+                   weights when model.pt is 16-bit (resume state: only the latest checkpoint of
+                   a trial that may still run keeps it)
     state.json     epoch, best epoch, best score and the per-epoch history
     tokenizer/     the encoder's tokenizer (the tiny encoder's vocabulary is trained per dataset)
 """
@@ -31,16 +34,18 @@ def save_checkpoint(
     tokenizer=None,
     trainer_state: dict | None = None,
     skip_prefix: str | None = None,
+    weights: dict | None = None,
 ) -> Path:
     """Write every file into a temporary sibling folder, then move it into place.
 
+    ``weights`` is the state dict for ``model.pt`` (default: the model's own).
     ``skip_prefix`` leaves weights out of ``model.pt`` (a frozen pretrained encoder: the
     loader takes them from the encoder's own files, and each checkpoint stays small)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
-        weights = model.state_dict()
+        weights = model.state_dict() if weights is None else weights
         if skip_prefix:
             weights = {k: v for k, v in weights.items() if not k.startswith(skip_prefix)}
         torch.save(weights, tmp / "model.pt")

@@ -31,6 +31,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 ENCODER_PREFIX = "utterance.encoder."
+STORED_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""The dtype of ``model.pt`` per training precision: a trial keeps its weights at the
+precision it trained in (autocast computes in 16 bits; its fp32 masters are resume state)."""
+
+
+def stored_weights(model: torch.nn.Module, skip_prefix: str | None, dtype) -> dict:
+    """The state dict to save: without ``skip_prefix`` (a frozen pretrained encoder, loaded
+    from its own files), floating-point tensors cast to ``dtype`` (buffers like position ids
+    keep theirs)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if skip_prefix and key.startswith(skip_prefix):
+            continue
+        out[key] = value.to(dtype) if value.is_floating_point() else value
+    return out
 
 
 def load_weights(model: DialogueTRM, weights: dict, encoder_outside: bool) -> None:
@@ -304,6 +319,13 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng,
         }
+        skip = ENCODER_PREFIX if self.encoder_outside else None
+        dtype = STORED_DTYPES[self.model.config.precision]
+        if resumable and dtype != torch.float32:
+            # model.pt holds the weights at the training precision (what a finished trial
+            # keeps, half the bytes); an exact resume needs the fp32 masters, which live
+            # beside the optimizer state and go with it.
+            trainer_state["master_weights"] = stored_weights(self.model, skip, torch.float32)
         state = {"epoch": self.epoch, "history": self.history, "best": self.best}
         return save_checkpoint(
             path,
@@ -312,14 +334,16 @@ class Trainer:
             state=state,
             tokenizer=self.tokenizer,
             trainer_state=trainer_state if resumable else None,
-            skip_prefix=ENCODER_PREFIX if self.encoder_outside else None,
+            weights=stored_weights(self.model, skip, dtype),
         )
 
     def resume(self, path: Path) -> None:
         """Continue exactly where the checkpoint at ``path`` stopped."""
         state = read_json(path, "state.json")
-        load_weights(self.model, load_tensors(path, "model.pt", self.device), self.encoder_outside)
         trainer_state = load_tensors(path, "trainer.pt", "cpu")
+        # A lower-precision model.pt is only the finished form; the masters resume exactly.
+        weights = trainer_state.get("master_weights") or load_tensors(path, "model.pt", "cpu")
+        load_weights(self.model, weights, self.encoder_outside)
         self.optimizer.load_state_dict(trainer_state["optimizer"])
         self.scheduler.load_state_dict(trainer_state["scheduler"])
         self.scaler.load_state_dict(trainer_state["scaler"])

@@ -4,10 +4,13 @@
 Ray: it resumes from ``tune.get_checkpoint()`` and reports once per epoch with a checkpoint.
 Running out of memory (CUDA or CPU) raises ``TrialOutOfMemory`` naming the cause and the
 config; Ray's retries of such a trial fail at once (``OOM_MARKER``) rather than train again.
+A checkpoint that cannot be written for lack of space raises ``CheckpointWriteFailed``
+(``disk full: ...``) after removing what was half-written.
 """
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -91,6 +94,35 @@ def out_of_memory(error: BaseException) -> str | None:
     return None
 
 
+class CheckpointWriteFailed(RuntimeError):
+    """A checkpoint could not be written because its storage is full. The message starts
+    with ``DISK_FULL``: the driver keeps such a trial resumable (``orch search --resume``
+    continues it from its last checkpoint once space is freed)."""
+
+
+DISK_FULL = "disk full"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` means the storage ran out of space (or quota). pyarrow's copy raises
+    an OSError whose errno may be unset, with the system's text in its message."""
+    if not isinstance(error, OSError):
+        return False
+    text = str(error).lower()
+    return error.errno in _NO_SPACE or "no space left" in text or "quota exceeded" in text
+
+
+def _remove_partial(filesystem, path: str | None) -> None:
+    """Delete a checkpoint folder a failed write left half-copied (best effort)."""
+    if filesystem is None or not path:
+        return
+    try:
+        filesystem.delete_dir(path)
+    except (OSError, FileNotFoundError):
+        pass
+
+
 def config_text(config: dict) -> str:
     """The model and training settings of a trial, ``k=v`` sorted (no paths)."""
     keys = sorted(k for k in config if k in MODEL_KEYS or k in TRAIN_KEYS)
@@ -137,8 +169,17 @@ def _run_trial(config: dict, report: Callable[[dict, Path], None], resume_from: 
     def on_epoch(row: dict, t) -> None:
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float)}
         metrics["num_parameters"] = t.model.num_parameters()
-        with tempfile.TemporaryDirectory(prefix="orch-ckpt-") as tmp:
-            report(metrics, t.save(Path(tmp) / "checkpoint"))
+        try:
+            with tempfile.TemporaryDirectory(prefix="orch-ckpt-") as tmp:
+                report(metrics, t.save(Path(tmp) / "checkpoint"))
+        except OSError as error:
+            if not disk_full(error):
+                raise
+            detail = " ".join(str(error).split())[:300]
+            raise CheckpointWriteFailed(
+                f"{DISK_FULL}: the checkpoint of epoch {t.epoch} could not be written ({detail}); "
+                "free space, then orch search --resume continues the trial"
+            ) from None
 
     return trainer.fit(on_epoch=on_epoch)
 
@@ -156,7 +197,21 @@ def train_trial(config: dict) -> None:
 
     def report(metrics: dict, checkpoint_dir: Path) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
-        tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
+        try:
+            tune.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
+        except OSError as error:
+            if disk_full(error):
+                # Tune copies the folder into storage file by file: a failed copy leaves a
+                # checkpoint_NNNNNN folder that would look like a checkpoint to resume from.
+                # Ray exposes where only through its session's storage context.
+                from ray.train._internal.session import get_session
+
+                storage = getattr(get_session(), "storage", None)
+                _remove_partial(
+                    getattr(storage, "storage_filesystem", None),
+                    getattr(storage, "checkpoint_fs_path", None),
+                )
+            raise
 
     marker = Path(tune.get_context().get_trial_dir()) / OOM_MARKER
     if marker.is_file():  # a retry of a trial that ran out of memory: it would again

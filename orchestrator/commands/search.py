@@ -93,6 +93,7 @@ def search(
     _, constants = _describe(space)
     preflight.check_encoder(constants.get("encoder", "bert-base-uncased"))
     preflight.check_storage(settings.storage)
+    preflight.check_disk(settings, space)
     preflight.check_services(settings.tracking_uri, settings.address)
     settings.name = preflight.pick_name(settings, given.get("name"))
     if dry_run:
@@ -184,7 +185,12 @@ def _resume(wanted: str, given: dict, json_out: bool) -> None:
     """``orch search --resume NAME|latest``: continue a stopped search where it stopped."""
     from orchestrator import preflight
     from orchestrator.resume import changed_settings, live_driver
-    from orchestrator.tracking.runs import NoSearchError, find_parent, search_name
+    from orchestrator.tracking.runs import (
+        NoSearchError,
+        find_parent,
+        search_disk_full,
+        search_name,
+    )
 
     tracking_uri, address = given.get("tracking_uri"), given.get("address")
     preflight.check_services(tracking_uri, address)
@@ -202,7 +208,10 @@ def _resume(wanted: str, given: dict, json_out: bool) -> None:
             f"these differ: {differ}",
             USAGE,
         )
-    if parent.info.status == "FINISHED":
+    # Trials whose checkpoint found the disk full ended the search as failed; once space is
+    # freed, --resume continues them (the search is finished only without such trials).
+    disk_full = search_disk_full(tracking_uri, parent)
+    if parent.info.status == "FINISHED" and not disk_full:
         print(f"search {name} finished already; details: orch best --name {name}", file=sys.stderr)
         if json_out:
             _print_best(tracking_uri, name)
@@ -217,6 +226,7 @@ def _resume(wanted: str, given: dict, json_out: bool) -> None:
         mode=params.get("mode"),
         gpus_per_trial=float(params.get("gpus_per_trial", 0.0)),
         resume=True,
+        resume_failed=bool(disk_full),
     )
     from ray.tune import Tuner
 

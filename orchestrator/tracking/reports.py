@@ -1,7 +1,8 @@
 """What a finished search leaves on its MLflow parent run, from Tune's ``ResultGrid``.
 
 Each trial's run is tagged with where its best checkpoint is; the best trial's best
-checkpoint is uploaded as an artifact (on the parent and on that trial's run); the Optuna
+checkpoint is moved (stored once) from Ray's storage to an artifact of that trial's run, which
+the parent points to; the Optuna
 study is saved as JSON and drawn as plots; then the parent is closed FINISHED. Nothing here
 may fail a search that trained to its end: a missing piece is a warning.
 """
@@ -69,19 +70,46 @@ def finish(recorder, results, study=None) -> None:
         recorder.close("FINISHED")
 
 
+BEST_ARTIFACT = "best_checkpoint"
+SOURCE_TAG = "orch.best_checkpoint_source"  # the Ray folder the artifact was moved from
+
+
 def log_best(recorder, value: float, checkpoint, trial_id: str, run_id: str) -> None:
-    """The search's best checkpoint as an artifact on the parent and on its trial's run."""
-    writer, parent = recorder.writer, recorder.parent_run_id
-    with checkpoint.as_directory() as folder:  # downloads first when storage is remote
-        for target in (parent, run_id):
-            writer.log_artifacts(target, folder, "best_checkpoint")
+    """The search's best checkpoint, stored once: moved from Ray's storage to an artifact
+    of its trial's run (weights only; served by a remote tracking server like any artifact),
+    and the parent points to it (``orch.best_run_id``, ``orch.best_checkpoint``).
+
+    The Ray copy is deleted only once the upload succeeded; when it fails, both runs point
+    at the Ray copy instead. A resumed search that ends again re-uploads only when its best
+    checkpoint changed."""
+    writer, parent, client = recorder.writer, recorder.parent_run_id, recorder.client
+    run = client.get_run(run_id)
+    where = f"{run.info.artifact_uri}/{BEST_ARTIFACT}"
+    moved = run.data.tags.get(SOURCE_TAG) == checkpoint.path and BEST_ARTIFACT in {
+        a.path for a in client.list_artifacts(run_id)
+    }
+    if not moved:
+        try:
+            with checkpoint.as_directory() as folder:  # downloads first when storage is remote
+                # Nothing resumes a finished search's best: its optimizer state is not kept.
+                (Path(folder) / "trainer.pt").unlink(missing_ok=True)
+                writer.log_artifacts(run_id, folder, BEST_ARTIFACT)
+            moved = True
+        except Exception as error:  # noqa: BLE001 - the Ray copy stays; the search finished
+            logger.warning("best checkpoint left in Ray's storage: upload failed: %s", error)
+    if moved:
+        writer.set_tags(run_id, {CHECKPOINT_TAG: where, SOURCE_TAG: checkpoint.path})
+        try:
+            checkpoint.filesystem.delete_dir(checkpoint.path)
+        except FileNotFoundError:
+            pass  # a resumed search that ended again: moved the first time
+        except OSError as error:
+            logger.warning("could not delete the Ray copy %s: %s", checkpoint.path, error)
+    else:
+        where = checkpoint.path
     writer.set_tags(
         parent,
-        {
-            "orch.best_trial_id": trial_id,
-            "orch.best_run_id": run_id,
-            CHECKPOINT_TAG: checkpoint.path,
-        },
+        {"orch.best_trial_id": trial_id, "orch.best_run_id": run_id, CHECKPOINT_TAG: where},
     )
     writer.log_metrics(parent, {f"best_{recorder.metric}": value}, step=0)
 

@@ -30,6 +30,8 @@ RESTARTS_TAG = "orch.restarts"  # how often Ray restarted the trial from a check
 DRIVER_TAG = "orch.driver"  # host:pid of the driver that last ran the search
 RESUMES_TAG = "orch.resumes"  # how often the search was resumed
 FIDELITY_TAG = "orch.fidelity"  # frozen (a screen: encoder never trained) | finetune
+EVICTED_TAG = "orch.evicted"  # checkpoints the disk budget deleted (``orchestrator.checkpoints``)
+DISK_FULL = "disk full"  # how a failure reason starts when a checkpoint write found no space
 DEFAULT_EXPERIMENT = "orch-search"
 LATEST = "latest"
 
@@ -139,8 +141,8 @@ def failure_reason(text: str) -> str:
     found = [m for m in map(_EXCEPTION_LINE.match, lines) if m]
     if found:
         name, message = found[-1].group(1).rsplit(".", 1)[-1], found[-1].group(2)
-        if name == "TrialOutOfMemory":
-            reason = message
+        if name in ("TrialOutOfMemory", "CheckpointWriteFailed"):
+            reason = message  # "out of memory (...)", "disk full: ...": already one line
         elif name == "OutOfMemoryError" and "low on memory" in message:
             reason = f"out of memory (Ray's memory monitor killed the worker: {message})"
         else:
@@ -163,6 +165,18 @@ def failures(runs) -> list[dict]:
     return sorted(failed, key=lambda f: f["trial_id"])
 
 
+def disk_full_failures(runs) -> list[str]:
+    """Trial ids of the failed trials among ``runs`` whose checkpoint write found the disk
+    full: ``orch search --resume`` continues them once space is freed."""
+    return [f["trial_id"] for f in failures(runs) if f["reason"].startswith(DISK_FULL)]
+
+
+def search_disk_full(tracking_uri: str | None, parent) -> list[str]:
+    """``disk_full_failures`` of the search whose parent run is ``parent``."""
+    client = client_for(resolve_tracking_uri(tracking_uri))
+    return disk_full_failures(trial_runs(client, parent.info.experiment_id, parent.info.run_id))
+
+
 def failure_summary(failed: list[dict]) -> str:
     """``2 trials failed: out of memory (1), ValueError: ... (1)``, or "" when none did."""
     if not failed:
@@ -170,7 +184,8 @@ def failure_summary(failed: list[dict]) -> str:
     kinds: dict[str, int] = {}
     for failure in failed:
         reason = failure["reason"]
-        kind = "out of memory" if reason.startswith("out of memory") else reason[:120]
+        kind = next((k for k in ("out of memory", DISK_FULL) if reason.startswith(k)), None)
+        kind = kind or reason[:120]
         kinds[kind] = kinds.get(kind, 0) + 1
     counts = ", ".join(f"{kind} ({n})" for kind, n in sorted(kinds.items(), key=lambda x: -x[1]))
     return f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed: {counts}"

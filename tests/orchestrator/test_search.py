@@ -189,10 +189,13 @@ def test_best_checkpoint_and_plots_on_parent(search, tmp_path):
     flaky = next(c for c in children if c.data.params["behaviour"] == "flaky")
     assert parent.data.tags["orch.best_run_id"] == flaky.info.run_id
     assert parent.data.metrics[f"best_{METRIC}"] == pytest.approx(1 - 0.5**4 + 0.004 + 0.01)
-    for run_id in (parent.info.run_id, flaky.info.run_id):
-        folder = client.download_artifacts(run_id, "best_checkpoint", str(tmp_path / run_id))
-        state = json.loads((Path(folder) / "state.json").read_text())
-        assert state == {"epoch": 4, "x": 1.0, "behaviour": "flaky"}
+    # Stored once (issue 18): an artifact of the trial's run, which the parent points to.
+    assert client.list_artifacts(parent.info.run_id, "best_checkpoint") == []
+    uri = f"{flaky.info.artifact_uri}/best_checkpoint"
+    assert parent.data.tags["orch.best_checkpoint"] == uri
+    folder = client.download_artifacts(flaky.info.run_id, "best_checkpoint", str(tmp_path))
+    state = json.loads((Path(folder) / "state.json").read_text())
+    assert state == {"epoch": 4, "x": 1.0, "behaviour": "flaky"}
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/optimization_history.png" in plots
     assert "plots/param_importances.png" in plots
@@ -205,7 +208,7 @@ def test_best_query_reads_mlflow(search):
     assert best.dev["weighted_f1"] == pytest.approx(best.value)
     assert best.test["weighted_f1"] == pytest.approx(best.value / 2)
     assert best.checkpoint.endswith("/best_checkpoint")
-    assert best.checkpoint_storage and "checkpoint_" in best.checkpoint_storage
+    assert best.checkpoint_storage == best.checkpoint  # stored once: the tag names it
     assert json.loads(json.dumps(best.to_dict()))["trial_id"] == best.trial_id
     # Another metric, with its direction inferred: lowest dev loss is the same trial.
     by_loss = best_trial(search["uri"], name="toy-search", metric="dev_loss", command=False)

@@ -1,0 +1,249 @@
+"""What a search keeps on disk while it runs: a Tune callback on the driver.
+
+Each trial writes a full checkpoint per epoch (weights at the training precision, plus
+``trainer.pt``: AdamW's moments, the fp32 masters of a 16-bit run, RNG states). Only a
+trial's latest checkpoint is ever resumed from, so:
+
+- when a trial saves a new checkpoint, its older kept ones lose ``trainer.pt``;
+- when a trial ends (completed, or stopped by the scheduler), all of its checkpoints lose
+  it: weights only. A failed trial keeps its latest whole (``--resume`` may continue it);
+- a search-wide budget (``--max-checkpoint-gb``): while the checkpoints on disk exceed it,
+  those of the worst ended trials go first (each trial ranked by its best score; within a
+  trial, its worse checkpoints first). Never evicted: the best ``protect`` trials' best
+  checkpoints and the latest checkpoint of a trial that is running or failed. Evictions are
+  tagged on the trial's MLflow run (``orch.evicted``) and dropped from Tune's checkpoint
+  list, so nothing later points at a deleted folder.
+
+All file operations go through the checkpoint's own pyarrow filesystem, so a remote
+``--storage`` (``s3://``...) is handled like a local folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from ray.tune import Callback
+
+from orchestrator.disk import GB, PROTECTED_TRIALS
+from orchestrator.tracking.runs import EVICTED_TAG
+
+logger = logging.getLogger(__name__)
+
+RESUME_FILE = "trainer.pt"
+
+
+def _manager(trial):
+    """Tune's checkpoint bookkeeping of ``trial`` (Ray 2.60: ``run_metadata``), or None."""
+    return getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
+
+
+def _kept(trial) -> list:
+    """The ``_TrainingResult``s of the trial's checkpoints Tune keeps (best ones + latest)."""
+    manager = _manager(trial)
+    if manager is None:
+        return []
+    kept = list(getattr(manager, "_checkpoint_results", []))
+    latest = manager.latest_checkpoint_result
+    if latest is not None and latest not in kept:
+        kept.append(latest)
+    return [r for r in kept if r.checkpoint is not None]
+
+
+def folder_bytes(checkpoint) -> int:
+    """Bytes of the files under a checkpoint folder (0 when it is gone)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    try:
+        infos = checkpoint.filesystem.get_file_info(
+            FileSelector(checkpoint.path, recursive=True, allow_not_found=True)
+        )
+    except OSError:
+        return 0
+    return sum(i.size or 0 for i in infos if i.type == FileType.File)
+
+
+def strip_resume_state(checkpoint) -> bool:
+    """Delete the checkpoint's ``trainer.pt``; True when one was there."""
+    from pyarrow.fs import FileType
+
+    path = f"{checkpoint.path.rstrip('/')}/{RESUME_FILE}"
+    try:
+        if checkpoint.filesystem.get_file_info(path).type != FileType.File:
+            return False
+        checkpoint.filesystem.delete_file(path)
+        return True
+    except OSError as error:  # a leftover file costs disk, never the search
+        logger.warning("could not delete %s: %s", path, error)
+        return False
+
+
+class CheckpointJanitor(Callback):
+    """Strips optimizer state nobody will resume from, and holds the search to a disk budget.
+
+    Args:
+        metric, mode: how checkpoints and trials are ranked (the search's own).
+        budget_bytes: the most the search's checkpoints may hold; None: no budget.
+        recorder: the search's ``MlflowSearchCallback`` (evictions are tagged on its runs).
+        protect: the best trials whose best checkpoint is never evicted.
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        budget_bytes: float | None,
+        recorder=None,
+        protect: int = PROTECTED_TRIALS,
+    ):
+        self.metric, self.mode = metric, mode
+        self.budget_bytes = budget_bytes
+        self.recorder = recorder
+        self.protect = protect
+        self.sizes: dict[str, int] = {}  # checkpoint path -> bytes, measured after stripping
+        self.evicted: dict[str, list[str]] = {}  # trial id -> evicted checkpoint folders
+        self._dirty = False
+        self._warned = False
+
+    # -- scores -------------------------------------------------------------------------
+
+    def score(self, result) -> float:
+        """Larger is better; NaN and missing scores rank below everything."""
+        value = (result.metrics or {}).get(self.metric)
+        if not isinstance(value, int | float) or math.isnan(value):
+            return -math.inf
+        return float(value) if self.mode == "max" else -float(value)
+
+    def trial_score(self, trial) -> float:
+        return max((self.score(r) for r in _kept(trial)), default=-math.inf)
+
+    # -- Tune hooks ---------------------------------------------------------------------
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # Tune calls this before it registers ``checkpoint``: every checkpoint it knows for
+        # the trial is now an older one, and only the newest is resumed from.
+        for result in _kept(trial):
+            if result.checkpoint.path != checkpoint.path:
+                self._strip(result.checkpoint)
+        self._dirty = True
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        # Completed or stopped by the scheduler: nothing resumes it, weights are what's left.
+        for result in _kept(trial):
+            self._strip(result.checkpoint)
+        self._dirty = True
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._dirty = True  # its latest stays whole: --resume may continue it
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        # After Tune registered the step's checkpoints and deleted those beyond num_to_keep.
+        if self._dirty:
+            self._dirty = False
+            self.enforce(trials)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.enforce(trials)
+
+    # -- the budget ---------------------------------------------------------------------
+
+    def _strip(self, checkpoint) -> None:
+        if strip_resume_state(checkpoint):
+            self.sizes.pop(checkpoint.path, None)
+
+    def _size(self, checkpoint) -> int:
+        if checkpoint.path not in self.sizes:
+            self.sizes[checkpoint.path] = folder_bytes(checkpoint)
+        return self.sizes[checkpoint.path]
+
+    def used_bytes(self, trials) -> int:
+        return sum(self._size(r.checkpoint) for t in trials for r in _kept(t))
+
+    def protected(self, trials) -> set[str]:
+        """Paths never evicted: the best trials' best checkpoints, and the latest of every
+        trial still running, pending or failed (the ones a retry or --resume starts from)."""
+        keep = set()
+        ranked = sorted((t for t in trials if _kept(t)), key=self.trial_score, reverse=True)
+        for trial in ranked[: self.protect]:
+            keep.add(max(_kept(trial), key=self.score).checkpoint.path)
+        for trial in trials:
+            manager = _manager(trial)
+            latest = manager.latest_checkpoint_result if manager is not None else None
+            if trial.status != "TERMINATED" and latest is not None and latest.checkpoint:
+                keep.add(latest.checkpoint.path)
+        return keep
+
+    def candidates(self, trials) -> list[tuple[object, object]]:
+        """``(trial, result)`` pairs the budget may evict, first to go first: ended trials,
+        worst first, each trial's worse checkpoints before its better ones."""
+        keep = self.protected(trials)
+        ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+        order = []
+        for trial in sorted(ended, key=self.trial_score):
+            for result in sorted(_kept(trial), key=self.score):
+                if result.checkpoint.path not in keep:
+                    order.append((trial, result))
+        return order
+
+    def enforce(self, trials) -> list[str]:
+        """Evict until the checkpoints fit the budget; returns the evicted folders."""
+        if self.budget_bytes is None:
+            return []
+        used = self.used_bytes(trials)
+        gone = []
+        for trial, result in self.candidates(trials):
+            if used <= self.budget_bytes:
+                break
+            used -= self._size(result.checkpoint)
+            self._evict(trial, result)
+            gone.append(result.checkpoint.path)
+        if used > self.budget_bytes and not self._warned:
+            self._warned = True  # once: it stays true until a protected trial ends
+            logger.warning(
+                "checkpoints hold %.2f GB, over --max-checkpoint-gb %.2f, and none left may go "
+                "(the best %d trials' best, the running trials' latest)",
+                used / GB,
+                self.budget_bytes / GB,
+                self.protect,
+            )
+        return gone
+
+    def _evict(self, trial, result) -> None:
+        checkpoint = result.checkpoint
+        try:
+            checkpoint.filesystem.delete_dir(checkpoint.path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            logger.warning("could not evict %s: %s", checkpoint.path, error)
+            return
+        self.sizes.pop(checkpoint.path, None)
+        manager = _manager(trial)
+        # Tune's list must forget it too: results, experiment snapshots and the end-of-search
+        # report would otherwise name a folder that is gone.
+        results = getattr(manager, "_checkpoint_results", None)
+        if results is not None and result in results:
+            results.remove(result)
+        if manager is not None and manager.latest_checkpoint_result is result:
+            manager._latest_checkpoint_result = None
+        folders = self.evicted.setdefault(trial.trial_id, [])
+        folders.append(checkpoint.path.rstrip("/").rsplit("/", 1)[-1])
+        self._tag(trial, folders)
+
+    def _tag(self, trial, folders: list[str]) -> None:
+        if self.recorder is None:
+            return
+        budget = f"{self.budget_bytes / GB:.3g}"
+        text = f"{', '.join(folders)} (over --max-checkpoint-gb {budget})"
+        try:
+            self.recorder.writer.set_tags(self.recorder.child_run(trial), {EVICTED_TAG: text})
+        except Exception as error:  # noqa: BLE001 - a missing tag must not stop the search
+            logger.warning("could not tag the eviction of %s: %s", trial.trial_id, error)
+
+    # -- Tune's callback state ----------------------------------------------------------
+
+    def get_state(self) -> dict:
+        return {"evicted": {k: list(v) for k, v in self.evicted.items()}}
+
+    def set_state(self, state: dict) -> None:
+        self.evicted.update(state.get("evicted", {}))
