@@ -22,6 +22,7 @@ from orchestrator.tracking.runs import (
     better,
     failure_summary,
     failures,
+    fidelity,
     metric_mode,
     open_search,
     search_name,
@@ -80,7 +81,51 @@ class BestTrial:
     """``orch evaluate``'s seed-averaged test scores by fidelity: seeds, mean, std."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready, params typed (MLflow keeps them as strings: ``"k": "8"``)."""
+        return {**asdict(self), "params": shown_params(self.params)}
+
+
+INTERNAL_PARAMS = ("cache_dir",)
+"""Run plumbing the trials get, not part of a config (the driver's feature-cache folder)."""
+
+
+def typed(text: str):
+    """A param's value from MLflow's string: bool, None, int, float, else the string."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def shown_params(params: dict) -> dict:
+    """A trial's config as a user reads it: typed, without orch's own plumbing."""
+    return {k: typed(v) for k, v in sorted(params.items()) if k not in INTERNAL_PARAMS}
+
+
+def command_lines(command: str, width: int = 78) -> list[str]:
+    """``command`` as shell lines of at most ``width`` characters joined by backslashes, an
+    option and its value never split: it pastes back into a shell whole."""
+    words = shlex.split(command)
+    pairs, i = [], 0
+    while i < len(words):  # "--name value" stays together
+        takes = (
+            words[i].startswith("--") and i + 1 < len(words) and not words[i + 1].startswith("--")
+        )
+        pairs.append(shlex.join(words[i : i + 1 + takes]))
+        i += 1 + takes
+    lines = [pairs[0]]
+    for pair in pairs[1:]:
+        if len(lines[-1]) + 1 + len(pair) + 2 > width:
+            lines.append("  " + pair)
+        else:
+            lines[-1] += " " + pair
+    return [line + " \\" for line in lines[:-1]] + [lines[-1]]
 
 
 def best_step(client, run_id: str, metric: str, mode: str) -> tuple[float, int] | None:
@@ -187,6 +232,11 @@ def best_trial(
         checkpoint_storage=storage,
         command=train_command(params) if command else "",
         failed=failed,
-        fidelity=run.data.tags.get(FIDELITY_TAG, "finetune"),
+        # Searches before the "scratch" label tagged the tiny encoder "finetune".
+        fidelity=(
+            run.data.tags.get(FIDELITY_TAG)
+            if run.data.tags.get(FIDELITY_TAG, "finetune") != "finetune"
+            else fidelity(params)
+        ),
         evaluation=logged_summaries(parent),
     )

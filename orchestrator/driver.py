@@ -37,6 +37,38 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+VERBOSE_ENV = "ORCH_VERBOSE"
+_QUIETED = "ORCH_QUIETED_MLFLOW"  # MLFLOW_LOGGING_LEVEL is orch's default, not the user's
+
+
+def set_verbose(verbose: bool) -> None:
+    """What the libraries say about themselves (Ray's start-up and token notice, MLflow's
+    store creation and migrations) is shown with ``--verbose`` only; orch's own lines and
+    real warnings always are. Set before Ray or MLflow is imported: MLflow reads its level
+    from the environment when it configures its loggers, and Ray workers inherit it."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        if os.environ.pop(_QUIETED, None):  # undo the quiet default, not a user's own level
+            os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
+        logging.getLogger("mlflow").setLevel(logging.INFO)
+        return
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+        os.environ[_QUIETED] = "1"
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # if MLflow was imported already
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def ray_logging_level() -> int:
+    """The driver's "ray" logger level for ``ray.init``: INFO with --verbose, else ERROR
+    (the token-authentication notice and "Started a local Ray instance" are warnings and
+    infos about Ray itself, not the search)."""
+    return logging.INFO if verbose() else logging.ERROR
+
+
 class _DropTuneAdvice(logging.Filter):
     """Tune's own end-of-run advice that orch says better: how to resume (``Tuner.restore``
     in Python; orch prints the ``orch search --resume`` command) and "Trials did not
@@ -46,6 +78,19 @@ class _DropTuneAdvice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.DROPPED)
+
+
+class _DropUnstartedFetch(logging.Filter):
+    """Tune's "Failed to fetch metrics for N trial(s)" after an interrupt, when every trial it
+    names simply had not reported yet (no result file: nothing was lost); any other failure
+    to read a trial's results still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if not text.startswith("Failed to fetch metrics"):
+            return True
+        failures = text.splitlines()[1:]
+        return not failures or not all("FileNotFoundError" in line for line in failures)
 
 
 @contextlib.contextmanager
@@ -64,9 +109,15 @@ def quiet_driver(live: bool):
     if live:
         tune_logger.setLevel(logging.WARNING)
     advice, drop = logging.getLogger("ray.tune.tune"), _DropTuneAdvice()
+    fetch, unstarted = (
+        logging.getLogger("ray.tune.analysis.experiment_analysis"),
+        _DropUnstartedFetch(),
+    )
     advice.addFilter(drop)
+    fetch.addFilter(unstarted)
     try:
         yield
     finally:
         tune_logger.setLevel(level)
         advice.removeFilter(drop)
+        fetch.removeFilter(unstarted)

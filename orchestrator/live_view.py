@@ -55,6 +55,7 @@ SHORT_NAMES = {
     "dev_loss": "loss",
 }
 HEADER_MAX = 6
+STATES = {"PENDING": "pending", "RUNNING": "running"}  # Tune's status of a trial not ended
 ID_MAX = 8
 
 
@@ -213,6 +214,11 @@ class LiveTable(Callback):
             self._restored = False
             for trial in trials:
                 self._restored_row(trial)
+            self._refresh()
+        elif len(trials) != len(self.rows):  # new trials: a row each from the start, so that
+            for trial in trials:  # an interrupt before their first report still lists them
+                if trial.trial_id not in self.rows:
+                    self._row(trial).state = STATES.get(trial.status, "pending")
             self._refresh()
 
     def _restored_row(self, trial) -> None:

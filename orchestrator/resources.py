@@ -73,11 +73,15 @@ def connect_ray(
     that it does not tear the live table (``log_to_driver``)."""
     import ray
 
+    from orchestrator.driver import ray_logging_level
+
     if ray.is_initialized():
         return
     if address:
         try:
-            ray.init(address=address, log_to_driver=log_to_driver)
+            ray.init(
+                address=address, log_to_driver=log_to_driver, logging_level=ray_logging_level()
+            )
         except ConnectionError as error:
             # Ray enables token auth by itself only for a cluster it finds ('auto'), never for
             # an explicit address; a missing token then reads as a plain connection failure.
@@ -91,6 +95,7 @@ def connect_ray(
         num_gpus=num_gpus,
         include_dashboard=False,
         log_to_driver=log_to_driver,
+        logging_level=ray_logging_level(),
         _node_ip_address="127.0.0.1",
     )
 

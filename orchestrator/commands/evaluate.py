@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import typer
 
+from orchestrator.driver import set_verbose
 from orchestrator.errors import RUNTIME, USAGE, fail
 
 
@@ -31,8 +32,10 @@ def evaluate(
     ),
     address: str | None = typer.Option(None, help="Join a Ray cluster: auto or host:port."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's and MLflow's own logs."),
 ) -> None:
     """Retrain the best trial's config from scratch per seed; test each at its best dev epoch."""
+    set_verbose(verbose)
     if seeds < 1:
         raise fail(f"--seeds must be >= 1, got {seeds}", USAGE)
     if encoder_lr is not None and not encoder_lr > 0:
@@ -149,3 +152,7 @@ def _report(client, experiment_id, parent, search, fid, metric, seeds, json_out)
         console.print("per-class test F1: " + ", ".join(
             f"{k[3:]} {result.mean[k]:.1f} ± {result.std[k]:.1f}" for k in per_class
         ))  # fmt: skip
+    from orchestrator.tracking.links import evaluation_links
+
+    for line in evaluation_links(client.tracking_uri, parent.info.run_id):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)  # clickable: unwrapped

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from orchestrator.driver import set_verbose
 from orchestrator.errors import RUNTIME, USAGE, fail
 from orchestrator.options import (
     DERIVED,
@@ -121,9 +122,11 @@ def train(
     gpu_memory_gb: float = typer.Option(
         11.0, help="GPU memory budget of --memory auto, in GB (the paper's card)."
     ),
+    verbose: bool = typer.Option(False, "--verbose", help="Show MLflow's own logs."),
     **options,
 ) -> None:
     """Train one DialogueTRM on a dataset and record it in MLflow."""
+    set_verbose(verbose)
     from trainable.datasets import DATASETS, DataError
     from trainable.encoder import EncoderNotFoundError
     from trainable.run import prepare

@@ -41,8 +41,11 @@ class NoSearchError(LookupError):
 
 
 def fidelity(config: dict) -> str:
-    """``frozen`` when the config freezes the encoder (a screening fidelity), else ``finetune``."""
-    return "frozen" if str(config.get("freeze_encoder")) == "True" else "finetune"
+    """``frozen`` when the config freezes the encoder (a screening fidelity), ``scratch`` for
+    the tiny random-init encoder (nothing pretrained to fine-tune), else ``finetune``."""
+    if str(config.get("freeze_encoder")) == "True":
+        return "frozen"
+    return "scratch" if config.get("encoder") == "tiny" else "finetune"
 
 
 def better(a: float, b: float | None, mode: str) -> bool:
@@ -72,7 +75,7 @@ def find_search(client, experiment_id: str, name: str | None):
         order_by=["attributes.start_time DESC"],
         max_results=5,
     )
-    names = sorted({search_name(r) for r in known})
+    names = list(dict.fromkeys(search_name(r) for r in known))  # newest first
     hint = f"; recent searches: {', '.join(names)}" if names else ""
     raise NoSearchError(f"no search named {name!r}{hint}")
 

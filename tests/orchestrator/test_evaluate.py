@@ -61,7 +61,7 @@ def test_seeds_mean_and_resume(searched):
     uri = searched
     first = evaluate(uri, "--seeds", "2")
     rows = first["seeds"]
-    assert [r["seed"] for r in rows] == [0, 1] and first["fidelity"] == "finetune"
+    assert [r["seed"] for r in rows] == [0, 1] and first["fidelity"] == "scratch"
     f1 = [r["test"]["weighted_f1"] for r in rows]
     assert first["mean"]["weighted_f1"] == pytest.approx(statistics.fmean(f1))
     assert first["std"]["weighted_f1"] == pytest.approx(statistics.stdev(f1))
@@ -73,8 +73,8 @@ def test_seeds_mean_and_resume(searched):
 
     # The best trial itself is unchanged by the evaluation runs beside it.
     best = json.loads(runner.invoke(app, ["best", "--tracking-uri", uri, "--json"]).stdout)
-    assert best["evaluation"]["finetune"]["seeds"] == 2
-    assert best["evaluation"]["finetune"]["mean"]["weighted_f1"] == pytest.approx(
+    assert best["evaluation"]["scratch"]["seeds"] == 2
+    assert best["evaluation"]["scratch"]["mean"]["weighted_f1"] == pytest.approx(
         first["mean"]["weighted_f1"]
     )
 

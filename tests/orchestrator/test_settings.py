@@ -41,7 +41,7 @@ def test_every_option_is_a_settings_field_and_back():
     generated = [name for name in params if name in OPTIONS]
     assert generated == [f.name for f in option_fields()]
     assert all(params[name].default.default is None for name in generated)
-    own = {"quick", "dry_run", "json_out", "resume"}
+    own = {"quick", "dry_run", "json_out", "resume", "verbose"}
     assert set(params) == own | set(OPTIONS)
 
 
@@ -130,9 +130,9 @@ def test_build_space_bounds_k_and_adds_run_constants(tmp_path):
     )
     space = settings.build_space()
     bounds = space.space.keywords
-    # memory=auto: K reaches past the paper's 14 for the widest trial, each trial's settings
-    # then come from the budget model (search_spaces/budget.py, tested there).
-    assert isinstance(space.space, functools.partial) and bounds["k_max"] >= 14
+    # memory=auto: K reaches past the paper's 14 to the space's ceiling (32) for the widest
+    # trial, each trial's settings then come from the budget model (search_spaces/budget.py).
+    assert isinstance(space.space, functools.partial) and bounds["k_max"] == 32
     assert bounds["memory"].budget_gb == 11
     assert space.constants["data_dir"] == str(tmp_path)
     assert space.constants["dataset"] == "meld" and space.constants["label"] == "emotion"
@@ -188,4 +188,4 @@ def test_resume_accepts_repeated_options_and_names_those_that_differ(tmp_path, m
     assert same.exit_code == 0 and "finished already" in same.stderr, same.stderr
     differ = CliRunner().invoke(app, [*args, "--seed", "3"])
     assert differ.exit_code == 2
-    assert "--seed (was 0)" in differ.stderr and "--trials" not in differ.stderr
+    assert f"--seed (was {settings.seed})" in differ.stderr and "--trials" not in differ.stderr
