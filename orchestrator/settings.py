@@ -7,6 +7,7 @@ here, once, and its messages name the option a user typed (``--trials``, not ``n
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -18,6 +19,7 @@ from orchestrator.tracking.store import default_root
 
 DEFAULT_GPU_MEMORY_GB = 11.0  # the paper's card
 DEFAULT_EPOCHS = 10  # TrainConfig's default, when the space does not fix epochs
+DEFAULT_TRIALS = 40
 ASHA_TELLS = ("pruned", "complete")
 
 
@@ -49,27 +51,28 @@ class SearchSettings:
     """Search space: paper, quick, module:function or a .toml/.json ranges file [default: the
     dataset's preset]."""
     metric: str | None = None
-    """Metric to optimise [default: the dataset's, e.g. dev_weighted_f1]; losses and errors
+    """Metric to optimise [default: the dataset's, e.g. dev_weighted_f1]. Losses and errors
     are minimised, everything else maximised."""
     encoder: str | None = None
-    """Utterance encoder of every trial: a Hugging Face id, a local folder, minilm or tiny
-    [default: the space's]; the learning-rate range and the memory budget follow it."""
+    """Utterance encoder: a Hugging Face id, a local folder, minilm or tiny [default: the
+    space's]. The learning-rate range and the memory budget follow it."""
     freeze_encoder: bool = False
-    """Screening fidelity: the encoder never trains, its vectors are computed once and
-    cached, only the layers above it train (labelled frozen in MLflow and orch best)."""
-    trials: int = 40
-    """Number of trials (configs) to run; not used with --budget."""
+    """Screening fidelity: a frozen encoder, only the layers above it train. Its vectors are
+    computed once and cached; MLflow and orch best label such scores frozen."""
+    trials: int | None = None
+    """Number of trials (configs) to run [default: 40]; give --trials or --budget, not both."""
     budget: int | None = None
-    """Compute budget in trial-epochs (epochs reported, summed over trials): sample configs
-    until it is spent, then stop [default: none, run --trials trials]."""
+    """Compute budget in trial-epochs: sample configs until that many epochs (summed over
+    trials) are reported, then stop; give --trials or --budget, not both."""
     sampler: str = "random"
     """Optuna sampler: random, tpe or gp. random is the default: with ASHA it beat TPE and GP
     at equal trial-epochs on the replayed MELD benchmark (README, Search efficiency)."""
     startup_trials: int = 10
     """tpe, gp: configs sampled at random before the model proposes any (Optuna's
     n_startup_trials)."""
-    seed: int = 0
-    """Seed of the sampler."""
+    seed: int | None = None
+    """Seed of the sampler [default: a new one per search, printed and recorded]: give the
+    seed of an earlier search to draw its configs again."""
     scheduler: str = "asha"
     """asha (stop weak trials early) or none."""
     epochs: int | None = None
@@ -79,12 +82,12 @@ class SearchSettings:
     reduction_factor: float = 3.0
     """ASHA: 1 in this many trials goes on at each rung."""
     tie_metric: str = "dev_loss"
-    """ASHA: trials tied on --metric at a rung are ranked by this metric (minimised if a
-    loss or error, else maximised); none: no tie-break (Ray's rule)."""
+    """ASHA: what ranks trials tied on --metric at a rung (none: Ray's rule). Minimised if a
+    loss or error, else maximised."""
     asha_tells: str = "complete"
-    """tpe, gp: what Optuna is told of a trial ASHA stopped early: complete (its last score as
-    final, Ray's rule; on the replayed MELD benchmark TPE did as well or better with it) or
-    pruned (its intermediate values)."""
+    """tpe, gp: what Optuna hears of a trial ASHA stopped: complete or pruned. complete: its
+    last score as final (Ray's rule; on the replayed MELD benchmark TPE did as well or better
+    with it); pruned: its intermediate values."""
     max_concurrent: int | None = None
     """Trials running at once at most [default: as many as resources allow]."""
     cpus_per_trial: float = 1.0
@@ -116,6 +119,8 @@ class SearchSettings:
     """max or min; decided by ``metric_mode(metric)`` unless given."""
     modalities: tuple[str, ...] | None = None
     """Modalities the data has (u, a, v): a space samples fusion only for two or more."""
+    train_dialogues: int | None = None
+    """Training dialogues the trials see: bounds a space's warmup by the run's length."""
     gpus_per_trial: float = 0.0
     """GPU (fraction) per trial: ``resources.gpu_share`` of the budget on the cluster's card."""
     experiment: str = DEFAULT_EXPERIMENT
@@ -159,6 +164,15 @@ class SearchSettings:
                 f"--asha-tells {self.asha_tells!r} is unknown; expected one of "
                 f"{', '.join(ASHA_TELLS)}"
             )
+        if self.trials is not None and self.budget is not None:
+            raise SettingsError(
+                f"--trials {self.trials} and --budget {self.budget} both say when the search "
+                "ends; give one"
+            )
+        if self.trials is None and self.budget is None:
+            self.trials = DEFAULT_TRIALS
+        if self.seed is None:  # a new search draws new configs; the seed is recorded
+            self.seed = secrets.randbelow(1_000_000)
         if not self.tie_metric:
             raise SettingsError("--tie-metric must name a metric, or none")
         if self.mode not in ("max", "min"):
@@ -213,6 +227,8 @@ class SearchSettings:
                     encoder=self.encoder,
                     frozen=self.freeze_encoder,
                     modalities=self.modalities,
+                    train_dialogues=self.train_dialogues,
+                    epochs=self.epochs,
                 )
             names, constants = describe(space)
         except ValueError as error:

@@ -113,3 +113,38 @@ def test_disabled_table_draws_nothing_but_keeps_the_rows():
     table.stop()
     assert out.getvalue() == ""
     assert table.rows["5b0d5a8f"].best == 0.5
+
+
+def test_trials_are_listed_before_their_first_report():
+    """Ctrl-C seconds into a search once showed "0/6 trials done" and no row while two
+    trials ran: rows come from Tune's trial list, not from the first result."""
+    table = LiveTable(METRIC, "max", PAPER, total=6, title="s", enabled=False)
+    trials = [trial(i, **c) for i, c in zip(SEARCHER_IDS[:2], widest_configs(), strict=False)]
+    trials[0].status, trials[1].status = "RUNNING", "PENDING"
+    table.on_step_begin(0, trials)
+    assert [(r.trial_id, r.state) for r in table.rows.values()] == [
+        (SEARCHER_IDS[0], "running"),
+        (SEARCHER_IDS[1], "pending"),
+    ]
+    out = io.StringIO()
+    Console(file=out, width=80).print(table.render())
+    assert SEARCHER_IDS[0][:4] in out.getvalue() and "running" in out.getvalue()
+
+
+def test_unstarted_trials_fetch_warning_is_dropped_other_failures_stay():
+    import logging
+
+    from orchestrator.driver import _DropUnstartedFetch
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune", logging.WARNING, "", 0, message, None, None)
+
+    keep = _DropUnstartedFetch().filter
+    missing = "FileNotFoundError('both result.json and progress.csv were not found')"
+    assert not keep(
+        record(f"Failed to fetch metrics for 2 trial(s):\n- a: {missing}\n- b: {missing}")
+    )
+    assert keep(
+        record(f"Failed to fetch metrics for 2 trial(s):\n- a: {missing}\n- b: KeyError('x')")
+    )
+    assert keep(record("Trial a errored"))

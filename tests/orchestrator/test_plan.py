@@ -108,3 +108,30 @@ def test_each_new_search_draws_its_own_seed_unless_given():
     seeds = {SearchSettings(dataset="synthetic").seed for _ in range(5)}
     assert len(seeds) > 1  # five draws from a million: equal only by a 1e-5 chance
     assert SearchSettings(dataset="synthetic", seed=3).seed == 3
+
+
+def test_resume_says_what_it_continues(tmp_path):
+    from orchestrator.commands.search import _resuming
+    from orchestrator.tracking.runs import (
+        DEFAULT_EXPERIMENT,
+        KIND_TAG,
+        PARENT_TAG,
+        SEARCH_TAG,
+        STATE_TAG,
+    )
+    from orchestrator.tracking.store import client_for
+    from orchestrator.tracking.writer import MlflowWriter
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    writer = MlflowWriter(uri)
+    experiment = writer.experiment(DEFAULT_EXPERIMENT)
+    parent = writer.start_run(experiment, "s", {KIND_TAG: "search", SEARCH_TAG: "s"}, {})
+    for state in ("completed", "pruned", "pruned", None):
+        tags = {KIND_TAG: "trial", PARENT_TAG: parent} | ({STATE_TAG: state} if state else {})
+        writer.start_run(experiment, "t", tags, {})
+    settings = SearchSettings(dataset="synthetic", name="s", trials=6, seed=11)
+    line = _resuming(uri, client_for(uri).get_run(parent), settings)
+    assert line == (
+        "resuming search s (6 trials, seed 11): 1 completed, 2 pruned, 1 running so far; "
+        "unfinished trials continue from their last checkpoint"
+    )
