@@ -273,8 +273,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.smoke:
         args.table = REPO / "tests" / "data" / "tiny_curves.json"
         args.seeds = min(args.seeds, 3)
-        args.trials = args.trials or 16
-    args.trials = args.trials or 40
+    if args.budget is not None and args.trials is not None:
+        raise SystemExit("--trials and --budget both say when a search ends; give one")
+    if args.budget is None:  # a budget ends a search by itself: no trial count beside it
+        args.trials = args.trials or (16 if args.smoke else 40)
     unknown = set(args.strategies) - {s.name for s in STRATEGIES}
     if unknown:
         raise SystemExit(f"--strategies: unknown {', '.join(sorted(unknown))}")

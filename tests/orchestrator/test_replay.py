@@ -73,7 +73,7 @@ def settings(tmp_path, **values) -> SearchSettings:
 
 
 def test_budget_not_trials_ends_the_search(ray_local, tmp_path):
-    """--budget 60 with the default --trials 40 (which would spend up to 360 trial-epochs):
+    """--budget 60 (40 trials of up to 9 epochs would spend up to 360 trial-epochs):
     the search samples configs until 60 trial-epochs are spent, stops, and its MLflow
     parent is FINISHED."""
     from orchestrator.tracking.runs import KIND_TAG
