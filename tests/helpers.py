@@ -14,23 +14,23 @@ TEXTS = [
 ]
 
 
+# The tiny model's shape, the one source for every test that builds it (tiny_config, and
+# the run constants of tests that train a searched trial with it).
+TINY_MODEL = dict(
+    encoder="tiny",
+    hidden_size=32,
+    intra_heads=2,
+    inter_heads=2,
+    ffn_size=64,
+    max_length=24,
+    tiny_vocab_size=200,
+)
+
+
 def tiny_config(**overrides):
     from trainable.config import DialogueTRMConfig
 
-    values = dict(
-        encoder="tiny",
-        hidden_size=32,
-        intra_layers=2,
-        intra_heads=2,
-        inter_layers=2,
-        inter_heads=2,
-        ffn_size=64,
-        dropout=0.0,
-        k=3,
-        max_length=24,
-        tiny_vocab_size=200,
-        num_labels=4,
-    )
+    values = dict(TINY_MODEL, intra_layers=2, inter_layers=2, dropout=0.0, k=3, num_labels=4)
     values.update(overrides)
     return DialogueTRMConfig(**values)
 

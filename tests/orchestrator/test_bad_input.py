@@ -131,8 +131,6 @@ def seeded(*args: str):
     return build
 
 
-OTHERS = pytest.mark.xfail(strict=False, reason="implemented by the resume/cluster work")
-
 TABLE = {
     # --- orch search: usage errors (exit 2) -------------------------------------------------
     "unknown-dataset": Row(search("--dataset", "nope"), USAGE, ("--dataset", "nope")),
@@ -276,12 +274,13 @@ TABLE = {
     "no-dataset": Row(search("--trials", "3"), USAGE, ("--dataset", "--resume")),
     # --- orch best ---------------------------------------------------------------------------
     "best-no-search": Row(lambda tmp: ["best"], RUNTIME, ("no search",), storage=False),
+    # No search by the name given is a usage error in every command (issue 17).
     "best-unknown-name": Row(
-        lambda tmp: ["best", "--name", "ghost"], RUNTIME, ("ghost",), storage=False
+        lambda tmp: ["best", "--name", "ghost"], USAGE, ("ghost",), storage=False
     ),
     "best-unknown-name-in-store": Row(
         seeded("best", "--name", "ghost"),
-        RUNTIME,
+        USAGE,
         ("ghost", "taken"),  # the searches that do exist are named
         storage=False,
     ),
@@ -334,9 +333,6 @@ TABLE = {
     ),
 }
 
-# Rows whose checks other work adds; xfail (not strict) until it lands.
-PENDING: set[str] = set()
-
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
@@ -366,16 +362,15 @@ def ray_calls(monkeypatch) -> list:
         raise RuntimeError("tripwire: a bad-input row reached ray.init")
 
     monkeypatch.setattr(ray, "init", tripwire)
+    # A Ray left up by the session's ray_local must not let a row skip ray.init.
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     return calls
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "row",
-    [
-        pytest.param(row, id=key, marks=[OTHERS] if key in PENDING else [])
-        for key, row in TABLE.items()
-    ],
+    [pytest.param(row, id=key) for key, row in TABLE.items()],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(row: Row, isolated: Path, ray_calls: list):
     args = row.build(isolated)

@@ -21,8 +21,12 @@ from orchestrator.resources import CUDA_CONTEXT_GB, gpu_share
     ],
 )
 def test_trials_per_card_leave_room_for_each_context(budget, card, context, trials):
-    assert gpu_share(budget, card, context) == pytest.approx(1 / trials)
-    assert trials * (budget + context) <= max(card, budget + context)
+    share = gpu_share(budget, card, context)
+    assert share == pytest.approx(1 / trials)
+    n = round(1 / share)  # a whole number of trials: Ray packs exactly n
+    assert share == 1 / n
+    assert n == 1 or n * (budget + context) <= card  # each with its context fits
+    assert (n + 1) * (budget + context) > card  # and not one more
 
 
 def test_default_context_and_unknown_card():

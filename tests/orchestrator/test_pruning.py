@@ -61,12 +61,24 @@ def test_unmarked_trial_is_complete_and_failed_trial_fails():
     assert s.study.trials[0].value == 0.9
 
 
-def test_searcher_pickles_with_its_record():
+def test_a_restored_searcher_still_tells_its_pruned_trials_pruned(tmp_path):
+    # Tune snapshots the searcher with save() and a resumed search restore()s a fresh one:
+    # a trial marked before the snapshot and completed after it is PRUNED, not COMPLETE.
     s = searcher()
-    s.suggest("t1")
+    for trial_id in ("t1", "t2"):
+        s.suggest(trial_id)
+        s.on_trial_result(trial_id, result(0.3, 1))
     s.mark_pruned("t1")
-    restored = pickle.loads(pickle.dumps(s.__dict__))
-    assert restored["pruned_trials"] == {"t1"}
+    s.save(str(tmp_path / "searcher.pkl"))
+    restored = searcher()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.is_pruned("t1") and not restored.is_pruned("t2")
+    restored.on_trial_result("t1", result(0.3, 1))  # a resumed trial repeats epoch 1: ignored
+    restored.on_trial_complete("t1", result=result(0.2, 2))
+    restored.on_trial_complete("t2", result=result(0.6, 2))
+    t1, t2 = restored.study.trials
+    assert t1.state == TrialState.PRUNED and t1.intermediate_values == {1: 0.3, 2: 0.2}
+    assert t2.state == TrialState.COMPLETE and t2.value == 0.6
 
 
 def fake_trial(trial_id):

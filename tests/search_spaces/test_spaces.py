@@ -240,6 +240,35 @@ def test_bounds_follow_the_encoder_the_fidelity_and_the_modalities():
     # A smaller encoder leaves more memory for context. With chunked encoding whatever fits
     # K = 1 reaches the ceiling, so the difference is the budget: in 3.5 GB BERT-base's
     # weights, gradients and AdamW state leave no room at all, MiniLM's do.
-    assert bounded("paper", 3.5, encoder="minilm").keywords["k_max"] >= 1
+    assert bounded("paper", 3.5, encoder="minilm").keywords["k_max"] == 32  # the ceiling
     with pytest.raises(ValueError, match="gpu-memory-gb"):
         bounded("paper", 3.5)
+
+
+def sampled_highs(space) -> tuple[dict, dict]:
+    """The constants a space returns and the upper bound of each dimension it samples."""
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    constants = space(trial)
+    return constants, {name: d.high for name, d in trial.distributions.items()}
+
+
+def test_the_quick_budget_is_the_quick_space_at_its_widest():
+    """``BUDGETS["quick"]`` and ``WIDEST`` restate quick()'s model and layer ranges for the
+    memory estimate: they must agree, at the most layers and the largest K quick() samples
+    (the trial a K bound must fit); ``WIDEST["paper"]`` likewise with paper()'s layers."""
+    from search_spaces.budget import MemoryProfile
+    from search_spaces.spaces import BUDGETS, WIDEST, paper, quick
+
+    constants, high = sampled_highs(quick)
+    profile, ceiling = BUDGETS["quick"]
+    shared = {f.name for f in fields(MemoryProfile)} & set(constants)
+    assert shared == {"encoder", "hidden_size", "intra_heads", "inter_heads", "ffn_size",
+                      "max_length", "batch_size"}  # fmt: skip
+    assert {name: getattr(profile, name) for name in shared} == {n: constants[n] for n in shared}
+    assert (profile.intra_layers, profile.inter_layers) == (
+        high["intra_layers"], high["inter_layers"]
+    )  # fmt: skip
+    assert ceiling == high["k"]
+    assert WIDEST["quick"] == (high["intra_layers"], high["inter_layers"])
+    _, high = sampled_highs(paper)
+    assert WIDEST["paper"] == (high["intra_layers"], high["inter_layers"])

@@ -132,11 +132,18 @@ def test_bf16_chunked_step_matches():
         assert (step_grads[name] - ref).norm() <= 0.1 * ref.norm() + floor, name
 
 
-def test_turns_that_are_padding_in_every_dialogue_are_skipped():
+def test_turns_that_are_padding_in_every_dialogue_are_skipped(monkeypatch):
     model = build(chunk_size=2)
     batch, inputs = batch_of(model)
     batch["turn_mask"][:, 6:] = False  # turns 6-8: no dialogue has them
+    calls = []
+    encode = model.encode_turns
+    monkeypatch.setattr(model, "encode_turns", lambda *a: calls.append(a[-2:]) or encode(*a))
     loss, step_grads, _ = chunked_step(model, batch, inputs)
+    # Phase 1 encodes every chunk; phase 3 re-encodes only chunks with a real turn (a padding
+    # chunk's backward would give zero gradients: the same result, for one encoder pass more).
+    forward = [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+    assert calls == forward + [(0, 2), (2, 4), (4, 6)]
     ref_loss, ref_grads, _ = one_backward(model, batch, inputs)
     assert loss == pytest.approx(ref_loss, rel=1e-6)
     assert_same(step_grads, ref_grads, atol=1e-6, rtol=1e-5)

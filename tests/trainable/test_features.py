@@ -57,7 +57,7 @@ def splits():
 
 @pytest.fixture(scope="module")
 def base():
-    return tiny_config(k=3, max_length=24, tiny_vocab_size=200)
+    return tiny_config()
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,13 @@
+import itertools
 import random
 
 import pytest
 import torch
 
-from tests.helpers import TEXTS, tiny_config
+from tests.helpers import TEXTS, TINY_MODEL, tiny_config
 from trainable import DialogueTRM, DialogueTRMConfig
 from trainable.batching import collate, model_inputs
+from trainable.config import FUSIONS
 from trainable.encoder import build_tiny_tokenizer
 from trainable.model import MultiModalGate
 
@@ -77,37 +79,118 @@ def test_gate_weights_are_z_and_one_minus_z():
     torch.testing.assert_close(h_pq / h_p + h_qp / h_q, torch.ones_like(z))  # eq 10 + eq 11
 
 
-ABLATIONS = [
-    {"fusion": "mgif"},
-    {"fusion": "mgif-no-representation"},
-    {"fusion": "mgif-no-prototype"},
-    {"fusion": "additive"},
-    {"fusion": "concat"},
-    {"fusion": "max"},
-    {"utterance_only": True},
-    {"text_context": "free"},
-    {"audio_context": "dependent", "visual_context": "dependent"},
-    {"intra_transformer": False},
-    {"segment_embedding": False},
-    {"sep_tokens": False},
-    {"gradient_checkpointing": True},
-    {"precision": "bf16"},
-    {"chunk_size": 2},
-]
+def parts(model) -> set[str]:
+    """The model's modules as the paper names them: parameter names cut after two levels
+    (``fusion.gates``, ``fusion.e_cls``, ``intra.a``, ``projections.v``, ...)."""
+    return {".".join(name.split(".")[:2]) for name, _ in model.named_parameters()}
 
 
-@pytest.mark.parametrize(
-    "switch", ABLATIONS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items())
-)
-def test_every_ablation_runs_forward_and_backward(switch):
-    model = build(audio_dim=12, visual_dim=10, **switch)
-    model.train()
+def run_switch(**switch):
+    """Same seed, same dialogues (encoded by the model's own input builder, as the data
+    pipeline does): the model, its batch, its training-mode outputs, and the parameters that
+    received a non-zero gradient."""
+    model = build(audio_dim=12, visual_dim=10, **switch).train()
     batch = make_batch(model, (6, 3), 12, 10)
-    loss = model.loss(model(**model_inputs(batch)), batch["labels"], batch["turn_mask"])
-    loss.backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    assert torch.isfinite(loss)
+    out = model(**model_inputs(batch))
+    model.loss(out, batch["labels"], batch["turn_mask"]).backward()
+    learned = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+    return model, batch, out.detach(), learned
+
+
+@pytest.fixture(scope="module")
+def default():
+    return run_switch()
+
+
+H = TINY_MODEL["hidden_size"]
+FUSED = {"fusion.gates", "fusion.transformer", "fusion.e_cls"}
+# switch -> (the modules it drops from the default MGIF model, the discriminator's input width).
+# Table 5: w/o representation dependency concatenates the six gated vectors (no e_CLS, no
+# Transformer); w/o prototype dependency runs the Transformer over the ungated r's (no gates);
+# additive / max / concat keep none of MGIF. Table 3: w/o intra Transformer, r = projected f.
+ABLATIONS = {
+    "fusion=mgif-no-representation": (
+        {"fusion": "mgif-no-representation"}, {"fusion.transformer", "fusion.e_cls"}, 6 * H
+    ),
+    "fusion=mgif-no-prototype": ({"fusion": "mgif-no-prototype"}, {"fusion.gates"}, H),
+    "fusion=additive": ({"fusion": "additive"}, FUSED, H),
+    "fusion=concat": ({"fusion": "concat"}, FUSED, 3 * H),
+    "fusion=max": ({"fusion": "max"}, FUSED, H),
+    "utterance_only": (  # DialogueTRM-U: text alone, o_i = r_i(u)
+        {"utterance_only": True}, FUSED | {"projections.a", "projections.v", "intra.a", "intra.v"},
+        H,
+    ),
+    "intra_transformer=False": ({"intra_transformer": False}, {"intra.u", "intra.a", "intra.v"}, H),
+    # Same modules and weights; what changes is a mask (Table 4) or the encoder inputs (Table 3).
+    "text_context=free": ({"text_context": "free"}, set(), H),
+    "audio+visual_context=dependent": (
+        {"audio_context": "dependent", "visual_context": "dependent"}, set(), H
+    ),
+    "segment_embedding=False": ({"segment_embedding": False}, set(), H),
+    "sep_tokens=False": ({"sep_tokens": False}, set(), H),
+}  # fmt: skip
+
+
+def test_the_default_is_mgif_over_three_modalities(default):
+    model, _, _, learned = default
+    assert set(model.fusion.gates) == {"ua", "uv", "av"}
+    assert len(model.fusion.transformer.layers) == model.config.inter_layers == 2
+    assert model.fusion.e_cls.shape == (H,) and model.discriminator.w_o.in_features == H
+    assert {m: len(t.layers) for m, t in model.intra.items()} == {"u": 2, "a": 2, "v": 2}
+    assert {m: t.mode for m, t in model.intra.items()} == {
+        "u": "dependent", "a": "free", "v": "free"
+    }  # fmt: skip
+    assert learned == {n for n, _ in model.named_parameters()}  # every parameter learns
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_each_ablation_changes_the_model_as_the_paper_defines(name, default):
+    switch, dropped, width = ABLATIONS[name]
+    ref_model, _, ref_out, _ = default
+    model, _, out, learned = run_switch(**switch)
+    assert parts(ref_model) - parts(model) == dropped and parts(model) <= parts(ref_model)
+    assert model.discriminator.w_o.in_features == width
+    assert learned == {n for n, _ in model.named_parameters()}  # nothing it keeps is dead
+    if not dropped:  # the same weights: the difference below is the switch's alone
+        ref = ref_model.state_dict()
+        assert all(torch.equal(t, ref[n]) for n, t in model.state_dict().items())
+    assert (out - ref_out).abs().max() > 1e-5, "the same outputs as the default MGIF model"
+
+
+def test_fusion_variants_differ_from_one_another():
+    # additive and max keep the same (no) fusion modules: only their outputs tell them apart.
+    outs = {f: run_switch(fusion=f)[2] for f in FUSIONS}
+    for a, b in itertools.combinations(FUSIONS, 2):
+        assert (outs[a] - outs[b]).abs().max() > 1e-5, (a, b)
+
+
+def test_switches_reach_the_masks_and_the_encoder_inputs(default):
+    _, ref, _, _ = default
+    sep = TOKENIZER.sep_token_id
+    model, batch, _, _ = run_switch(audio_context="dependent", visual_context="dependent")
+    assert {m: t.mode for m, t in model.intra.items()} == {m: "dependent" for m in "uav"}
+    model, batch, _, _ = run_switch(text_context="free")
+    assert model.intra["u"].mode == "free"
+    assert batch["token_type_ids"].max() == 0 < ref["token_type_ids"].max()  # no context
+    assert ((batch["input_ids"] == sep).sum(-1) == batch["turn_mask"].long()).all()
+    _, batch, _, _ = run_switch(segment_embedding=False)
+    assert torch.equal(batch["input_ids"], ref["input_ids"])
+    assert batch["token_type_ids"].max() == 0  # the context shares segment 0
+    _, batch, _, _ = run_switch(sep_tokens=False)
+    assert (batch["input_ids"] == sep).sum() == 0 < (ref["input_ids"] == sep).sum()
+
+
+def test_execution_switches_keep_the_model(default):
+    """Checkpointing and chunks change how the same model runs, not what it computes
+    (counted in test_checkpointing_... and test_chunking.py); bf16 really rounds."""
+    ref_model, _, ref_out, ref_learned = default
+    ref = ref_model.state_dict()
+    for switch, tolerance in (({"gradient_checkpointing": True}, 1e-6), ({"chunk_size": 2}, 1e-6)):
+        model, _, out, learned = run_switch(**switch)
+        assert all(torch.equal(t, ref[n]) for n, t in model.state_dict().items())
+        assert learned == ref_learned and (out - ref_out).abs().max() <= tolerance, switch
+    _, _, out, _ = run_switch(precision="bf16")
+    assert 0 < (out - ref_out).abs().max() < 0.05
 
 
 def test_chunked_equals_whole_dialogue():
@@ -190,8 +273,9 @@ def test_full_size_paper_config_builds_and_counts_parameters(capsys):
     cfg = DialogueTRMConfig(audio_dim=100, visual_dim=512, num_labels=6)  # IEMOCAP T+A+V
     assert (cfg.hidden_size, cfg.intra_layers, cfg.intra_heads) == (768, 6, 12)
     assert (cfg.inter_layers, cfg.inter_heads, cfg.encoder) == (4, 8, "bert-base-uncased")
-    bert = BertModel(BertConfig(), add_pooling_layer=False)  # bert-base shape, random init
-    model = DialogueTRM(cfg, bert)
+    with torch.device("meta"):  # shapes only: no memory, no random init (~1 GB, seconds)
+        bert = BertModel(BertConfig(), add_pooling_layer=False)  # bert-base shape
+        model = DialogueTRM(cfg, bert)
     h, f = 768, 2048
     layer = _transformer_layer_params(h, f)
     gate = 2 * (h * h + h) + (2 * h * h + h)
