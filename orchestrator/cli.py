@@ -41,6 +41,7 @@ def main(
 from orchestrator.commands.best import best  # noqa: E402
 from orchestrator.commands.evaluate import evaluate  # noqa: E402
 from orchestrator.commands.search import search  # noqa: E402
+from orchestrator.commands.sync import sync  # noqa: E402
 from orchestrator.commands.train import train  # noqa: E402
 from orchestrator.commands.ui import ui  # noqa: E402
 
@@ -49,6 +50,7 @@ app.command(cls=OrchCommand)(best)
 app.command(cls=OrchCommand)(evaluate)
 app.command(cls=OrchCommand)(train)
 app.command(cls=OrchCommand)(ui)
+app.command(cls=OrchCommand)(sync)
 
 if __name__ == "__main__":
     app()

@@ -73,6 +73,9 @@ def check_services(tracking_uri: str | None, address: str | None) -> None:
         raise fail(str(error), USAGE) from None
     except ConnectionError as error:
         raise fail(str(error)) from None
+    from orchestrator.tracking.sync import replay_pending
+
+    replay_pending(tracking_uri)  # it answers: first what earlier searches kept for it
 
 
 def join_ray(address: str | None) -> None:

@@ -60,6 +60,8 @@ class SearchResult:
     parent_run_id: str | None
     experiment_path: str
     pruned: set[str]
+    # Set when MLflow did not answer by the end: where the kept writes are, how to send them.
+    unsynced: str | None = None
 
 
 def run_search(
@@ -87,17 +89,21 @@ def run_search(
             results = tuner.fit()
     except KeyboardInterrupt:
         recorder.close("KILLED")
+        _warn_unsynced(recorder)
         raise SearchInterrupted(settings.name) from None
     except BaseException:
         recorder.close("FAILED")
+        _warn_unsynced(recorder)
         raise
     finally:
         if table is not None:
             table.stop()
     if recorder.interrupted:
+        _warn_unsynced(recorder)
         raise SearchInterrupted(settings.name)
     search_reports.finish(recorder, results, searcher.study)
     trim_checkpoints(results)
+    unsynced = recorder.writer.settle()  # one more try for writes kept while MLflow was away
     return SearchResult(
         name=settings.name,
         metric=recorder.metric,
@@ -107,7 +113,14 @@ def run_search(
         parent_run_id=recorder.parent_run_id,
         experiment_path=results.experiment_path,
         pruned=set(searcher.pruned_trials),
+        unsynced=unsynced,
     )
+
+
+def _warn_unsynced(recorder) -> None:
+    note = recorder.writer.settle()
+    if note:
+        print(note, file=sys.stderr)
 
 
 def trim_checkpoints(results) -> int:

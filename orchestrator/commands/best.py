@@ -32,6 +32,9 @@ def best(
         check_tracking_uri(tracking_uri)
     except ConnectionError as error:
         raise fail(str(error)) from None
+    from orchestrator.tracking.sync import replay_pending
+
+    replay_pending(tracking_uri)  # writes a search kept while the server was away come first
     try:
         found = best_trial(tracking_uri, name=name, metric=metric)
     except NoSearchError as error:

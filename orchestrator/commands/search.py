@@ -263,6 +263,11 @@ def _report(result, settings: SearchSettings, json_out: bool) -> None:
         states[state] = states.get(state, 0) + 1
     counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     out.print(f"search [bold]{settings.name}[/] finished: {counts}")
+    if result.unsynced:  # the search succeeded; its record waits for `orch sync`
+        print(result.unsynced, file=sys.stderr)
+        if json_out:
+            print(json.dumps({"name": settings.name, "unsynced": result.unsynced}))
+        return
     try:
         best = best_trial(settings.tracking_uri, name=settings.name)
     except NoSearchError as error:

@@ -28,6 +28,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from orchestrator.tracking import resume as mlflow_resume
+from orchestrator.tracking.journal import journal_path, quick_requests, unreachable
 from orchestrator.tracking.runs import (
     DEFAULT_EXPERIMENT,
     DRIVER_TAG,
@@ -45,6 +46,7 @@ from orchestrator.tracking.runs import (
     failure_reason,
     fidelity,
     trial_count,
+    trial_runs,
 )
 from orchestrator.tracking.writer import MAX_TAG, MlflowWriter, metrics_at
 
@@ -108,7 +110,8 @@ class MlflowSearchCallback(Callback):
     ):
         self.search_name = search_name
         self.metric, self.mode = metric, mode
-        self.writer = MlflowWriter(tracking_uri)
+        # A server that goes away is no reason to fail a search: writes wait in a journal.
+        self.writer = MlflowWriter(tracking_uri, journal=journal_path(search_name))
         self.experiment = experiment
         self.parent_params = dict(parent_params or {})
         self.is_pruned = is_pruned or (lambda trial_id: False)
@@ -200,8 +203,22 @@ class MlflowSearchCallback(Callback):
             if trial_id not in self.closed:
                 self.writer.end_run(run_id, "KILLED", {STATE_TAG: "interrupted"})
                 self.closed.add(trial_id)
-        if self.client.get_run(self.parent_run_id).info.status == "RUNNING":
+        # Unknown (None) while writes are kept: the journal holds whether it ended already.
+        if self.writer.run_status(self.parent_run_id) in ("RUNNING", None):
             self.writer.end_run(self.parent_run_id, status)
+
+    def trial_run_ids(self) -> dict[str, str]:
+        """Trial id -> run id of every trial run of the search: from MLflow, or while its
+        server is away from what this driver knows (runs made offline have placeholders)."""
+        if not self.writer.offline:
+            try:
+                with quick_requests():  # a server gone just now: seconds, not minutes
+                    runs = trial_runs(self.client, self.experiment_id, self.parent_run_id)
+                return {r.data.tags.get(TRIAL_TAG): r.info.run_id for r in runs}
+            except Exception as error:
+                if not unreachable(error):
+                    raise
+        return {**self.known_runs, **self.children}
 
     # -- child runs -------------------------------------------------------------------------
 
@@ -260,6 +277,7 @@ class MlflowSearchCallback(Callback):
 
     def on_step_end(self, iteration, trials, **info) -> None:
         self._flush_if_due()  # what waits is written even when no other result comes
+        self.writer.poll()  # writes kept while the server was away go once it answers
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running.add(trial.trial_id)
@@ -268,7 +286,7 @@ class MlflowSearchCallback(Callback):
             self.closed.discard(trial.trial_id)
             self.writer.reopen(run_id)
             if self.client.get_run(run_id).data.tags.get(STATE_TAG) == "interrupted":
-                self.client.delete_tag(run_id, STATE_TAG)
+                self.writer.delete_tag(run_id, STATE_TAG)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         # Ray will restart the trial from its last checkpoint; keep its run open and say so.

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from orchestrator.tracking.runs import CHECKPOINT_TAG, STATE_TAG, TRIAL_TAG, trial_runs
+from orchestrator.tracking.runs import CHECKPOINT_TAG, STATE_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,7 @@ def finish(recorder, results, study=None) -> None:
     """Record the end of a search that ran to its end, then close its parent FINISHED."""
     parent = recorder.parent_run_id
     try:
-        runs = {
-            r.data.tags.get(TRIAL_TAG): r.info.run_id
-            for r in trial_runs(recorder.client, recorder.experiment_id, parent)
-        }
+        runs = recorder.trial_run_ids()  # known locally while MLflow is away
         best = None
         for result in results:
             found = best_checkpoint(result, recorder.metric, recorder.mode)
@@ -60,8 +57,8 @@ def finish(recorder, results, study=None) -> None:
                 best = (found[0], found[1], result_trial_id(result), run_id)
         if best is None:
             logger.warning("no trial reported %s with a checkpoint", recorder.metric)
-        else:
-            log_best(recorder, *best)
+        elif recorder.writer.offline or not _logged_best(recorder, best):
+            _point_to_ray_copy(recorder, *best)
         if study is not None:
             log_study(recorder, study)
             log_plots(recorder, study)
@@ -72,6 +69,34 @@ def finish(recorder, results, study=None) -> None:
 
 BEST_ARTIFACT = "best_checkpoint"
 SOURCE_TAG = "orch.best_checkpoint_source"  # the Ray folder the artifact was moved from
+
+
+def _logged_best(recorder, best) -> bool:
+    """``log_best``, unless MLflow's server went away meanwhile (False: its reads failed)."""
+    from orchestrator.tracking.journal import quick_requests, unreachable
+
+    try:
+        with quick_requests():  # its reads: seconds, not MLflow's minutes of retries
+            log_best(recorder, *best)
+    except Exception as error:
+        if not unreachable(error):
+            raise
+        return False
+    return True
+
+
+def _point_to_ray_copy(recorder, value: float, checkpoint, trial_id: str, run_id: str) -> None:
+    """The parent's pointers to the best checkpoint, left in Ray's storage: with MLflow's
+    server away, ``log_best`` cannot read what it needs to move it (these writes are kept)."""
+    recorder.writer.set_tags(
+        recorder.parent_run_id,
+        {
+            "orch.best_trial_id": trial_id,
+            "orch.best_run_id": run_id,
+            CHECKPOINT_TAG: checkpoint.path,
+        },
+    )
+    recorder.writer.log_metrics(recorder.parent_run_id, {f"best_{recorder.metric}": value}, step=0)
 
 
 def log_best(recorder, value: float, checkpoint, trial_id: str, run_id: str) -> None:

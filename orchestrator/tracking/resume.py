@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from orchestrator.tracking.journal import quick_requests, unreachable
 from orchestrator.tracking.runs import PARENT_TAG, STATE_TAG, TRIAL_TAG, trial_runs
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def adopt(callback, trial_id: str) -> str | None:
     run = None
     known = callback.known_runs.get(trial_id)
     if known is not None:
-        run = client.get_run(known)
+        run = client.get_run(callback.writer.resolve(known))  # made offline: its real id
     else:
         found = client.search_runs(
             [callback.experiment_id],
@@ -57,7 +58,7 @@ def drop_lost(callback, known: set[str]) -> None:
         callback.writer.set_tags(run_id, {STATE_TAG: "lost"})
         if run.info.status == "RUNNING":
             callback.writer.end_run(run_id, "KILLED")
-        callback.client.delete_run(run_id)
+        callback.writer.delete_run(run_id)
         callback.known_runs.pop(trial_id, None)
         logger.warning(
             "trial %s started after the last saved state of the search: its run %s is "
@@ -68,9 +69,22 @@ def drop_lost(callback, known: set[str]) -> None:
 
 
 def settle(callback, trials) -> None:
-    """Close the runs an earlier (killed) driver left RUNNING for trials that have ended."""
+    """Close the runs an earlier (killed) driver left RUNNING for trials that have ended.
+
+    Needs MLflow's answer; while its server is away (writes kept in the journal) the runs
+    stay as they are, and a later ``--resume`` settles them."""
     by_id = {t.trial_id: t for t in trials}
-    for run in trial_runs(callback.client, callback.experiment_id, callback.parent_run_id):
+    if callback.writer.offline:
+        return
+    try:
+        with quick_requests():  # a server gone just now: seconds, not minutes of retries
+            runs = trial_runs(callback.client, callback.experiment_id, callback.parent_run_id)
+    except Exception as error:
+        if not unreachable(error):
+            raise
+        logger.warning("MLflow unreachable: runs of an earlier driver not settled (%s)", error)
+        return
+    for run in runs:
         trial = by_id.get(run.data.tags.get(TRIAL_TAG))
         if run.info.status != "RUNNING" or trial is None or trial.trial_id in callback.closed:
             continue
