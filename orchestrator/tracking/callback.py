@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from orchestrator.tracking import notes
 from orchestrator.tracking import resume as mlflow_resume
 from orchestrator.tracking.journal import journal_path, quick_requests, unreachable
 from orchestrator.tracking.runs import (
@@ -178,6 +179,7 @@ class MlflowSearchCallback(Callback):
         self.parent_run_id = self.writer.start_run(
             self.experiment_id, self.search_name, tags, self.parent_params
         )
+        notes.describe_start(self)  # what is searched, how: the run page's description
         return self.parent_run_id
 
     def resume(self, tracking_uri: str | None = None) -> None:

@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from orchestrator.tracking import notes
 from orchestrator.tracking.runs import CHECKPOINT_TAG, STATE_TAG
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def finish(recorder, results, study=None) -> None:
             log_study(recorder, study)
             log_plots(recorder, study)
     finally:
+        notes.describe_end(recorder)  # the run's description: what won
         recorder.writer.set_tags(parent, {STATE_TAG: "finished"})
         recorder.close("FINISHED")
 

@@ -45,10 +45,20 @@ def client_for(tracking_uri: str):
 
 
 def experiment_id(client, tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if missing. Tagged as a training experiment
+    (``links.mark_training``), an experiment made by an older orch included: MLflow's UI
+    otherwise treats it as a GenAI one."""
+    from orchestrator.tracking.links import EXPERIMENT_KIND_TAG, TRAINING_KIND, mark_training
+
     found = client.get_experiment_by_name(name)
     if found is not None:
+        mark_training(client, found)
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
+    return client.create_experiment(
+        name,
+        artifact_location=artifact_location(tracking_uri, name),
+        tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
+    )
 
 
 def check_tracking_uri(uri: str | None, timeout_s: float = 3.0) -> None:
