@@ -9,6 +9,11 @@ that outlived its ``orch ui`` would keep the port.
 
 Exit status: 0 when the server was stopped by SIGINT or SIGTERM (stopping a server on request
 is its normal end, as for uvicorn and ``mlflow ui`` themselves), else the server's own status.
+
+Quiet by default: the server logs a line per request (~300 for one page of the UI) and a
+Starlette deprecation warning, which would bury the links; they go to ``ui.log`` beside the
+sqlite store (its last lines are shown if the server fails), without the access log.
+``--verbose`` shows everything on the terminal, as ``mlflow ui`` does.
 """
 
 from __future__ import annotations
@@ -25,11 +30,17 @@ from pathlib import Path
 import typer
 
 from orchestrator.errors import USAGE, fail
+from orchestrator.tracking import links as ui_links
 from orchestrator.tracking.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
-from orchestrator.tracking.store import client_for, resolve_tracking_uri
+from orchestrator.tracking.store import client_for, resolve_tracking_uri, sqlite_file
 
 GRACE_S = 10.0  # from the forwarded signal to SIGKILL
 POLL_S = 0.3
+LOG_TAIL = 20  # lines of ui.log shown when the server fails
+# uvicorn: no line per request, warnings and errors only. MLflow's own log config stays.
+QUIET_UVICORN = "--no-access-log --log-level warning"
+# Raised by mlflow's FastAPI app at import (starlette.middleware.wsgi); nothing a user can fix.
+QUIET_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated"
 
 
 def ui(
@@ -38,6 +49,9 @@ def ui(
     ),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes it."),
     port: int = typer.Option(5000, help="Port to serve on."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show the server's log here (every request)."
+    ),
 ) -> None:
     """Serve the MLflow UI for the searches and runs recorded by orch, and print the link to the
     latest search. Ctrl-C or SIGTERM stop the server and all its processes (exit 0)."""
@@ -60,16 +74,36 @@ def ui(
         "--port", str(port),
         "--workers", "1",
     ]  # fmt: skip
+    log = None
+    if not verbose:
+        command += ["--uvicorn-opts", QUIET_UVICORN]
+        warnings = [w for w in (env.get("PYTHONWARNINGS"), QUIET_WARNINGS) if w]
+        env["PYTHONWARNINGS"] = ",".join(warnings)
+        log = server_log(uri)
     base = base_url(host, port)
-    print(f"MLflow UI for {uri} at {base} (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    code = serve(command, env, lambda: answers(reachable(host), port), lambda: links(client, base))
+    where = f"; server log: {log}" if log else ""
+    print(f"MLflow UI for {uri} at {base} (Ctrl-C stops it{where})", file=sys.stderr, flush=True)
+    code = serve(
+        command,
+        env,
+        lambda: answers(reachable(host), port),
+        lambda: links(client, base),
+        log=log,
+    )
     raise typer.Exit(code)
 
 
-def serve(command: list[str], env: dict, ready, announce) -> int:
+def server_log(uri: str) -> Path:
+    """``ui.log`` beside the sqlite store (git-ignored with it), else in the working folder."""
+    db = sqlite_file(uri)
+    return (db.parent if db is not None else Path.cwd()) / "ui.log"
+
+
+def serve(command: list[str], env: dict, ready, announce, log: Path | None = None) -> int:
     """Run the server until it ends or a signal stops it; return the exit status.
 
-    ``announce()`` gives the lines printed once ``ready()`` says the server answers."""
+    ``announce()`` gives the lines printed once ``ready()`` says the server answers. With
+    ``log``, the server's output goes there instead of to the terminal."""
     received: list[int] = []
     server: list[subprocess.Popen] = []  # set once started; the handler may run before
 
@@ -84,7 +118,15 @@ def serve(command: list[str], env: dict, ready, announce) -> int:
     # Before Popen: a signal in between must not kill orch and orphan the server.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(log, "wb") if log else contextlib.nullcontext() as out:
+            proc = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                start_new_session=True,
+            )
         server.append(proc)
         if received:
             signal_group(proc.pid, signal.SIGTERM)
@@ -114,6 +156,9 @@ def serve(command: list[str], env: dict, ready, announce) -> int:
     if received:
         return 0
     if code != 0:
+        if log is not None:
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+            print("\n".join(lines), file=sys.stderr)
         print(f"error: the MLflow UI exited with status {code}", file=sys.stderr, flush=True)
     return code
 
@@ -191,26 +236,51 @@ def answers(host: str, port: int) -> bool:
 
 
 def links(client, base: str) -> list[str]:
-    """Where to look: the experiment page of orch's searches and the latest search's run."""
+    """Where to look, in MLflow's classic runs view: every run of orch's searches, and the
+    latest search's trials (best first), its run and its best trial's run.
+
+    An experiment or search recorded by an older orch is brought up to date first: tagged as
+    a training experiment, and the search given its trials' table view."""
     try:
         experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
         if experiment is None or experiment.lifecycle_stage != "active":
             return [f"MLflow UI: {base} (no search recorded yet)"]
-        page = f"{base}/#/experiments/{experiment.experiment_id}"
+        ui_links.mark_training(client, experiment)
         latest = client.search_runs(
             [experiment.experiment_id],
             f"tags.`{KIND_TAG}` = 'search'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
+        if latest:
+            heal_view(client, experiment, latest[0])
+            found = ui_links.search_links(client, base, experiment.experiment_id, latest[0])
     except Exception as error:  # noqa: BLE001 - the links are a courtesy; the server runs on
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         return [f"MLflow UI: {base} (could not look up the searches: {first})"]
-    lines = [f"searches: {page}"]
+    lines = [f"searches: {ui_links.runs_url(base, experiment.experiment_id)}"]
     if latest:
         run = latest[0]
         name = run.data.tags.get(SEARCH_TAG, run.info.run_name)
-        lines.append(f"latest search {name}: {page}/runs/{run.info.run_id}")
+        lines.append(f"latest search {name}, trials best first: {found[0][1]}")
+        lines += [f"  {label}: {url}" for label, url in found[1:]]
     else:
         lines.append("no search recorded yet")
     return lines
+
+
+def heal_view(client, experiment, parent) -> None:
+    """Give a search recorded before orch saved views its trials' table view."""
+    from orchestrator.tracking.notes import ending
+    from orchestrator.tracking.runs import trial_runs
+
+    key = ui_links.VIEW_TAG + ui_links.view_key(parent.info.run_id)
+    if key in experiment.tags:
+        return
+    params = parent.data.params
+    metric, mode = params.get("metric", "dev_weighted_f1"), params.get("mode", "max")
+    runs = trial_runs(client, experiment.experiment_id, parent.info.run_id)
+    searched = ending(runs, metric, mode)["searched"]
+    name = parent.data.tags.get(SEARCH_TAG, parent.info.run_name)
+    view = ui_links.search_view(name, metric, mode, searched)
+    ui_links.save_view(client, experiment.experiment_id, parent.info.run_id, view)

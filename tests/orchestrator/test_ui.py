@@ -183,9 +183,15 @@ def test_signal_to_orch_alone_stops_the_server_and_its_children(tmp_path, signum
         base = f"http://127.0.0.1:{port}"
         output = log.read_text(errors="replace")
         if with_searches:
-            assert f"searches: {base}/#/experiments/{experiment}\n" in output, output
-            link = f"latest search second: {base}/#/experiments/{experiment}/runs/{latest}\n"
+            # MLflow's classic runs view (not its GenAI pages), the search's trials first.
+            classic = "workflowType=machine_learning"
+            runs = f"{base}/#/experiments/{experiment}/runs"
+            assert f"searches: {runs}?{classic}\n" in output, output
+            view = f"viewStateShareKey=orch-{latest}"
+            link = f"latest search second, trials best first: {runs}?{classic}&{view}\n"
             assert link in output, output
+            assert f"  search run: {runs}/{latest}?{classic}\n" in output, output
+            assert "GET /" not in output  # quiet: no request log between the links
             status, body = get_json(
                 f"{base}/api/2.0/mlflow/experiments/get?experiment_id={experiment}"
             )
