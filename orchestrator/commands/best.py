@@ -85,6 +85,12 @@ def best(
     console.print(config)
     console.print(f"checkpoint: {found.checkpoint or 'not logged'}")
     console.print(f"MLflow run: {found.run_id} (parent {found.parent_run_id})")
+    from orchestrator.tracking.links import trial_links
+    from orchestrator.tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    for line in trial_links(uri, found.parent_run_id, found.run_id):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)  # clickable: unwrapped
     if found.failed:
         console.print(f"[yellow]{escape(failure_summary(found.failed))}[/]", highlight=False)
         for failure in found.failed[:10]:

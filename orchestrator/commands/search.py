@@ -278,8 +278,22 @@ def _report(result, settings: SearchSettings, json_out: bool) -> None:
         f"best trial {best.trial_id}: {best.metric} {best.value:.4g} at epoch {best.epoch}\n"
         f"details: orch best --name {settings.name}"
     )
+    _print_links(out, settings.tracking_uri, best.parent_run_id, best.run_id)
     if json_out:
         print(json.dumps(best.to_dict()))
+
+
+def _print_links(out, tracking_uri: str | None, parent_run_id: str, run_id: str) -> None:
+    """Links into the MLflow UI; a courtesy that never fails a finished search."""
+    from orchestrator.tracking.links import trial_links
+    from orchestrator.tracking.store import resolve_tracking_uri
+
+    try:
+        lines = trial_links(resolve_tracking_uri(tracking_uri), parent_run_id, run_id)
+    except Exception as error:  # noqa: BLE001 - MLflow gone since the search ended
+        lines = [f"MLflow UI: links unavailable ({str(error).splitlines()[0][:200]})"]
+    for line in lines:  # one line each, unwrapped: the links must stay clickable
+        out.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 # One option per SearchSettings field, generated so the CLI and the settings cannot drift.
