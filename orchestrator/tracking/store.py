@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -36,12 +37,23 @@ def sqlite_file(tracking_uri: str) -> Path | None:
 
 
 def client_for(tracking_uri: str):
-    """An MlflowClient on ``tracking_uri``; creates the sqlite folder for the default store."""
+    """An MlflowClient on ``tracking_uri``; for a sqlite store, its folder is created and the
+    client is made under a file lock beside the database.
+
+    MLflow creates and migrates a sqlite store's tables when a client is made; two processes
+    doing that at once on a new store and one dies (``table latest_metrics already exists``):
+    two ``orch train`` started together in a fresh project did. Under the lock the first
+    creates the tables and the others find them made (a file that exists may still be half
+    set up, so the lock is taken every time; it costs a flock beside an engine set-up)."""
     from mlflow.tracking import MlflowClient
 
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=tracking_uri)
+    db = sqlite_file(tracking_uri)
+    if db is None:
+        return MlflowClient(tracking_uri=tracking_uri)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return MlflowClient(tracking_uri=tracking_uri)
 
 
 def experiment_id(client, tracking_uri: str, name: str) -> str:
