@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from orchestrator import __version__
 from orchestrator.cli_format import OrchCommand, OrchGroup
+from orchestrator.driver import set_verbose
 
 app = typer.Typer(
     name="orch",
@@ -34,8 +33,8 @@ def main(
 ) -> None:
     """Tune and track DialogueTRM: `orch search`, `orch best`, `orch evaluate`, `orch train`,
     `orch ui`."""
-    # MLflow announces store creation and migrations at INFO: not the user's business.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow announces store creation and migrations at INFO: shown with --verbose only.
+    set_verbose(False)
 
 
 from orchestrator.commands.best import best  # noqa: E402

@@ -122,13 +122,20 @@ def pick_name(settings, given_name: str | None) -> str:
 
 def cpu_warning(console, splits, constants: dict, epochs: int) -> None:
     """No GPU: say so, and how long one full trial of a real encoder would take here."""
+    estimate = cpu_trial_time(splits, constants, epochs)
+    text = f" {estimate[0].upper()}{estimate[1:]}." if estimate else ""
+    tip = " Use --quick for a CPU-sized search." if estimate and "full trial" in estimate else ""
+    console.print(f"[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU.{text}{tip}")
+
+
+def cpu_trial_time(splits, constants: dict, epochs: int) -> str | None:
+    """How long one trial of a real encoder takes on this CPU, in words (None for tiny)."""
     from orchestrator.cpu_estimate import human, trial_seconds
     from trainable.config import DialogueTRMConfig
 
     cfg = DialogueTRMConfig(**{k: v for k, v in constants.items() if hasattr(DialogueTRMConfig, k)})
     if cfg.encoder == "tiny":  # tiny trials are overhead-bound: no FLOP estimate
-        console.print("[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU.")
-        return
+        return None
     from transformers import AutoConfig
 
     from trainable.encoder import resolve_encoder
@@ -149,14 +156,11 @@ def cpu_warning(console, splits, constants: dict, epochs: int) -> None:
     if frozen:  # one forward pass (a third of a training step) over train, dev and test
         turns_all = turns + [u for d in (*splits.dev, *splits.test) for u in d.utterances]
         seconds *= len(turns_all) / max(1, len(turns)) / 3
-        console.print(
-            f"[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU. The frozen "
-            f"{cfg.encoder} encodes every input once per K (about {human(seconds)} here, then "
-            "cached); trials train only the layers above it."
+        return (
+            f"the frozen {cfg.encoder} encodes every input once per K (about {human(seconds)} "
+            "on this CPU, then cached); trials train only the layers above it"
         )
-        return
-    console.print(
-        f"[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU. One full trial "
-        f"({cfg.encoder}, {epochs} epochs over {len(turns):,} training turns) would take about "
-        f"{human(seconds)} here. Use --quick for a CPU-sized search."
+    return (
+        f"one full trial ({cfg.encoder}, {epochs} epochs over {len(turns):,} training turns) "
+        f"would take about {human(seconds)} on this CPU"
     )

@@ -9,9 +9,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.errors import fail
+from orchestrator.errors import RUNTIME, USAGE, fail
 
 SHOWN = ("weighted_f1", "weighted_acc", "macro_f1", "accuracy", "mean_pearson", "mse", "loss")
+FIDELITIES = {
+    "finetune": "fine-tuned encoder",
+    "scratch": "encoder trained from scratch (the tiny random-init encoder)",
+    "frozen": "[yellow]frozen encoder[/] (a screening score: only the layers above the encoder "
+    "trained; fine-tune the config for the paper's protocol)",
+}
 
 
 def best(
@@ -25,7 +31,13 @@ def best(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show the best trial: config, dev and test scores, checkpoint, command to reproduce."""
-    from orchestrator.best import NoSearchError, best_trial, failure_summary
+    from orchestrator.best import (
+        NoSearchError,
+        best_trial,
+        command_lines,
+        failure_summary,
+        shown_params,
+    )
     from orchestrator.tracking.store import check_tracking_uri
 
     try:  # a dead server: one line in seconds, not minutes of MLflow's retries
@@ -39,14 +51,16 @@ def best(
         found = best_trial(tracking_uri, name=name, metric=metric)
     except NoSearchError as error:
         hint = "" if name else ": run `orch search --dataset synthetic --quick` first"
-        raise fail(f"{error}{hint}") from None
+        # No search by the name given is a usage error, as in `orch evaluate` and --resume.
+        raise fail(f"{error}{hint}", USAGE if name else RUNTIME) from None
     if json_out:
         print(json.dumps(found.to_dict()))
         return
-    console = Console()
+    # soft_wrap: a URI or a command is never broken mid-word, whatever the terminal's width.
+    console = Console(soft_wrap=True)
     console.print(
         f"search [bold]{found.search}[/]: best trial [bold]{found.trial_id}[/] "
-        f"({found.state}), {found.metric} = [bold green]{found.value:.4g}[/] at epoch {found.epoch}"
+        f"({found.state}), {found.metric} [bold green]{found.value:.4g}[/] at epoch {found.epoch}"
     )
     scores = Table(title="scores at the best epoch (test uses the best-by-dev weights)")
     scores.add_column("metric")
@@ -70,20 +84,15 @@ def best(
             f"orch evaluate ({fid}, {summary['seeds']} seeds, test at the best dev epoch): "
             f"[bold]{scores_text}[/]"
         )
-    if found.fidelity == "frozen":
-        console.print(
-            "fidelity: [yellow]frozen encoder[/] (a screening score: only the layers above "
-            "the encoder trained; fine-tune the config for the paper's protocol)"
-        )
-    else:
-        console.print("fidelity: fine-tuned encoder")
+    console.print(f"fidelity: {FIDELITIES.get(found.fidelity, found.fidelity)}")
     config = Table(title="config", show_header=False)
     config.add_column("param", style="cyan")
     config.add_column("value")
-    for key in sorted(found.params):
-        config.add_row(key, str(found.params[key]))
+    for key, value in shown_params(found.params).items():  # rounded here; --json has all
+        config.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(config)
-    console.print(f"checkpoint: {found.checkpoint or 'not logged'}")
+    console.print("checkpoint:")
+    console.print(f"  {found.checkpoint or 'not logged'}", highlight=False, markup=False)
     console.print(f"MLflow run: {found.run_id} (parent {found.parent_run_id})")
     from orchestrator.tracking.links import trial_links
     from orchestrator.tracking.store import resolve_tracking_uri
@@ -100,4 +109,5 @@ def best(
         if len(found.failed) > 10:
             console.print(f"  ... {len(found.failed) - 10} more (orch.failure tags in MLflow)")
     console.print("reproduce:")
-    console.print(found.command, soft_wrap=True, highlight=False, markup=False)
+    command = "\n".join("  " + line for line in command_lines(found.command))
+    console.print(command, highlight=False, markup=False)

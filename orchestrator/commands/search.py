@@ -14,6 +14,7 @@ import sys
 
 import typer
 
+from orchestrator.driver import set_verbose
 from orchestrator.errors import USAGE, fail
 from orchestrator.options import dataclass_parameters, option_name, parse_value
 from orchestrator.settings import SearchSettings, SettingsError, option_fields
@@ -36,7 +37,8 @@ PANELS = {
         "Strategy",
     ),
     **dict.fromkeys(
-        ("max_concurrent", "cpus_per_trial", "gpu_memory_gb", "max_failures", "keep_checkpoints"),
+        ("max_concurrent", "cpus_per_trial", "gpu_memory_gb", "max_failures")
+        + ("keep_checkpoints", "max_checkpoint_gb"),
         "Resources",
     ),
     **dict.fromkeys(("name", "storage", "tracking_uri", "address"), "Where it runs and records"),
@@ -65,9 +67,13 @@ def search(
         show_default=False,
         rich_help_panel=RUN_PANEL,
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Show Ray's and MLflow's own logs.", rich_help_panel=RUN_PANEL
+    ),
     **options,
 ) -> None:
     """Search DialogueTRM hyperparameters with Ray Tune, Optuna and ASHA; track it in MLflow."""
+    set_verbose(verbose)
     given = {k: v for k, v in options.items() if v is not None}
     if quick:
         given.setdefault("space", "quick")
@@ -89,7 +95,8 @@ def search(
     except DataError as error:
         raise fail(str(error)) from None
     settings.modalities = splits.modalities
-    space = _space(settings)  # again, now that the data's modalities are known
+    settings.train_dialogues = len(splits.train)
+    space = _space(settings)  # again, now that the data's modalities and size are known
     _, constants = _describe(space)
     preflight.check_encoder(constants.get("encoder", "bert-base-uncased"))
     preflight.check_storage(settings.storage)
@@ -97,7 +104,7 @@ def search(
     preflight.check_services(settings.tracking_uri, settings.address)
     settings.name = preflight.pick_name(settings, given.get("name"))
     if dry_run:
-        return _plan(settings, space, json_out)
+        return _plan(settings, space, splits, constants, json_out)
     preflight.join_ray(settings.address)
 
     from rich.console import Console
@@ -132,37 +139,19 @@ def _describe(space):
     return describe(space)
 
 
-def _plan(settings: SearchSettings, space, json_out: bool) -> None:
+def _plan(settings: SearchSettings, space, splits, constants: dict, json_out: bool) -> None:
     """``--dry-run``: what the search would do, from the settings it would run with."""
-    sampled, constants = _describe(space)
-    plan = {
-        "name": settings.name,
-        "dataset": settings.dataset,
-        "space": space.__name__,
-        "samples": sampled,
-        "constants": constants,
-        "metric": settings.metric,
-        "mode": settings.mode,
-        "trials": settings.trials,
-        "budget": settings.budget,
-        "epochs": settings.max_t(constants),
-        "sampler": settings.sampler,
-        "scheduler": settings.scheduler,
-        "storage": settings.storage,
-        "tracking_uri": settings.tracking_uri,
-    }
+    from orchestrator import plan
+    from orchestrator.disk import estimate_checkpoint_disk
+    from orchestrator.preflight import cpu_trial_time
+
+    trial_time = cpu_trial_time(splits, constants, settings.max_t(constants))
+    disk = estimate_checkpoint_disk(settings, space)
+    planned = plan.plan(settings, space, splits, constants, disk, trial_time)
     if json_out:
-        print(json.dumps(plan))
+        print(json.dumps(planned))
         return
-    size = f"{plan['trials']} trials x {plan['epochs']} epochs"
-    if settings.budget is not None:
-        size = f"trials x up to {plan['epochs']} epochs (budget {settings.budget} trial-epochs)"
-    print(
-        f"search {plan['name']}: {size} of "
-        f"{plan['dataset']}, space {plan['space']} sampling {', '.join(sampled)}; "
-        f"{plan['sampler']} + {plan['scheduler']}, {'maximise' if plan['mode'] == 'max' else 'minimise'} "
-        f"{plan['metric']}; checkpoints in {plan['storage']}"
-    )
+    print("\n".join(plan.lines(planned)))
 
 
 def _run(settings: SearchSettings, console, json_out: bool) -> None:
@@ -171,6 +160,17 @@ def _run(settings: SearchSettings, console, json_out: bool) -> None:
     from orchestrator.tuner import run_search
     from trainable.tune_trainable import train_trial
 
+    if not settings.resume:
+        goal = (
+            f"budget {settings.budget} trial-epochs"
+            if settings.budget
+            else (f"{settings.trials} trials")
+        )
+        print(
+            f"search {settings.name}: {goal}, {settings.sampler} + {settings.scheduler}, seed "
+            f"{settings.seed} (--seed {settings.seed} draws the same configs again)",
+            file=sys.stderr,
+        )
     try:
         result = run_search(train_trial, settings, console=console)
     except KeyboardInterrupt:
@@ -220,6 +220,8 @@ def _resume(wanted: str, given: dict, json_out: bool) -> None:
     if pid is not None:
         raise fail(f"search {name} is still running (driver pid {pid}); stop it first", USAGE)
     saved = {k: parse_value(SearchSettings, k, params[k]) for k in OPTIONS if k in params}
+    if saved.get("budget") is not None:  # an older orch saved its default --trials beside it
+        saved["trials"] = None
     where = {k: given[k] for k in ("storage", "tracking_uri", "address") if k in given}
     settings = _settings(
         {**saved, **where, "name": name},
@@ -236,9 +238,32 @@ def _resume(wanted: str, given: dict, json_out: bool) -> None:
             "moved? pass --storage WHERE)"
         )
     preflight.join_ray(settings.address)
+    print(_resuming(tracking_uri, parent, settings), file=sys.stderr)
     from rich.console import Console
 
     _run(settings, Console(stderr=True), json_out)
+
+
+def _resuming(tracking_uri: str | None, parent, settings: SearchSettings) -> str:
+    """The line `orch search --resume` prints before it continues: what it continues."""
+    from orchestrator.tracking.runs import STATE_TAG, trial_runs
+    from orchestrator.tracking.store import client_for, resolve_tracking_uri
+
+    client = client_for(resolve_tracking_uri(tracking_uri))
+    runs = trial_runs(client, parent.info.experiment_id, parent.info.run_id)
+    states: dict[str, int] = {}
+    for run in runs:
+        state = run.data.tags.get(STATE_TAG, "running")
+        states[state] = states.get(state, 0) + 1
+    so_far = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no trial yet"
+    if settings.budget is not None:
+        goal = f"budget {settings.budget} trial-epochs"
+    else:
+        goal = f"{settings.trials} trials"
+    return (
+        f"resuming search {settings.name} ({goal}, seed {settings.seed}): {so_far} so far; "
+        "unfinished trials continue from their last checkpoint"
+    )
 
 
 def _print_best(tracking_uri: str | None, name: str) -> None:
@@ -262,7 +287,14 @@ def _report(result, settings: SearchSettings, json_out: bool) -> None:
         state = "failed" if r.error else "pruned" if trial_id in result.pruned else "completed"
         states[state] = states.get(state, 0) + 1
     counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-    out.print(f"search [bold]{settings.name}[/] finished: {counts}")
+    spent = sum(int(r.metrics.get("training_iteration") or 0) for r in result.results)
+    length = f"{spent} trial-epochs"
+    if settings.budget is not None:  # the last trials finish their epochs: a little over
+        length = f"budget {settings.budget} trial-epochs, {spent} spent"
+    out.print(
+        f"search [bold]{settings.name}[/] finished: {counts}; {length}; seed {settings.seed}",
+        highlight=False,
+    )
     if result.unsynced:  # the search succeeded; its record waits for `orch sync`
         print(result.unsynced, file=sys.stderr)
         if json_out:
