@@ -69,10 +69,6 @@ def finish(recorder, results, study=None) -> None:
         recorder.close("FINISHED")
 
 
-BEST_ARTIFACT = "best_checkpoint"
-SOURCE_TAG = "orch.best_checkpoint_source"  # the Ray folder the artifact was moved from
-
-
 def _logged_best(recorder, best) -> bool:
     """``log_best``, unless MLflow's server went away meanwhile (False: its reads failed)."""
     from orchestrator.tracking.journal import quick_requests, unreachable
@@ -99,6 +95,10 @@ def _point_to_ray_copy(recorder, value: float, checkpoint, trial_id: str, run_id
         },
     )
     recorder.writer.log_metrics(recorder.parent_run_id, {f"best_{recorder.metric}": value}, step=0)
+
+
+BEST_ARTIFACT = "best_checkpoint"
+SOURCE_TAG = "orch.best_checkpoint_source"  # the Ray folder the artifact was moved from
 
 
 def log_best(recorder, value: float, checkpoint, trial_id: str, run_id: str) -> None:
