@@ -11,7 +11,8 @@ two-sided paired t-test p-value and how many seeds b won.
 
 Seeds of one config are averaged only if they were trained with the same settings: a file
 whose params differ from the others' in anything but the seed (and where the data was read
-from) is refused with the setting named, as ``orch evaluate`` refuses to mix them.
+from) is refused with the setting named, as ``orch evaluate`` refuses to mix them. Only the
+settings both files record are compared (a seed run before orch recorded a field lacks it).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def load(folder: Path, config: str) -> dict[int, dict]:
         raise PairingError(f"no {config}_seed*.json in {folder}")
     first = next(iter(runs.values()))
     for record in runs.values():
-        for key in sorted(set(first["params"]) | set(record["params"])):
+        # Settings both files record: a field added to orch after a seed ran is not in its
+        # params, which says nothing about how that seed trained.
+        for key in sorted(set(first["params"]) & set(record["params"])):
             if key in NOT_SETTINGS:
                 continue
             if first["params"].get(key) != record["params"].get(key):
