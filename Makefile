@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format demo clean
+.PHONY: setup test test-slow lint format demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,8 +21,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The suite minus what is marked slow (real servers, clusters, a browser, long trainings):
+# under 10 minutes on 2 cores. CI (.ci/run) runs both targets.
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -q -m slow
 
 # The main job on embedded defaults: a local Ray, the sqlite MLflow store under ./mlruns,
 # the synthetic dataset and the tiny encoder (no GPU, no network).
