@@ -63,6 +63,11 @@ class PruningOptunaSearch(OptunaSearch):
         """Save ``scheduler``'s state with this searcher's snapshots, restore it with them."""
         self._scheduler = scheduler
 
+    def set_rungs(self, rungs: list[int]) -> None:
+        """Tell a rung-aware sampler (``--sampler bohb``) the epochs ASHA judges trials at."""
+        if hasattr(self._sampler, "set_rungs"):
+            self._sampler.set_rungs(rungs)
+
     def save(self, checkpoint_path: str):
         # OptunaSearch.save pickles __dict__: swap the scheduler for its state meanwhile.
         scheduler = getattr(self, "_scheduler", None)  # absent in searches pickled before it

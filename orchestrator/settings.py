@@ -65,8 +65,9 @@ class SearchSettings:
     """Compute budget in trial-epochs: sample configs until that many epochs (summed over
     trials) are reported, then stop; give --trials or --budget, not both."""
     sampler: str = "random"
-    """Optuna sampler: random, tpe or gp. random is the default: with ASHA it beat TPE and GP
-    at equal trial-epochs on the replayed MELD benchmark (README, Search efficiency)."""
+    """Optuna sampler: random, tpe, gp or bohb (TPE on the scores of the highest ASHA rung with
+    enough of them, a third drawn at random). random is the default: with ASHA it beat TPE and
+    GP at equal trial-epochs on the replayed MELD benchmark (README, Search efficiency)."""
     startup_trials: int = 10
     """tpe, gp: configs sampled at random before the model proposes any (Optuna's
     n_startup_trials)."""

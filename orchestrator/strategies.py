@@ -30,12 +30,20 @@ def _gp(seed: int | None, startup_trials: int):
     return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
 
 
-SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "random": _random, "gp": _gp}
+def _bohb(seed: int | None, startup_trials: int):
+    from orchestrator.rung_sampler import RungTPESampler
+
+    # BOHB's rule: no startup count; a rung is modelled once it holds 2 x dims scores.
+    return RungTPESampler(seed=seed)
+
+
+SAMPLERS: dict[str, Callable] = {"tpe": _tpe, "random": _random, "gp": _gp, "bohb": _bohb}
 """Sampler name -> ``f(seed, startup_trials)`` returning a seeded Optuna sampler."""
 
 
 def _asha(settings, searcher, max_t: int):
     from orchestrator.optuna_pruning import PruningASHA
+    from orchestrator.rung_sampler import rung_epochs
     from orchestrator.tracking.runs import metric_mode
 
     tie_metric = settings.tie_break
@@ -50,12 +58,14 @@ def _asha(settings, searcher, max_t: int):
         tie_mode=metric_mode(tie_metric) if tie_metric else "min",
     )
     searcher.keep_state_of(scheduler)  # ASHA's rungs are saved with the searcher
+    searcher.set_rungs(rung_epochs(scheduler, max_t))  # where a rung-aware sampler keeps scores
     return scheduler
 
 
 def _none(settings, searcher, max_t: int):
     from ray.tune.schedulers import FIFOScheduler
 
+    searcher.set_rungs([max_t])  # no early stops: every score is a full trial's
     return FIFOScheduler()
 
 

@@ -145,12 +145,19 @@ def test_every_registered_strategy_builds():
 
     from orchestrator.settings import SearchSettings
 
-    assert set(SAMPLERS) == {"tpe", "random", "gp"} and set(SCHEDULERS) == {"asha", "none"}
+    assert set(SAMPLERS) == {"tpe", "random", "gp", "bohb"}
+    assert set(SCHEDULERS) == {"asha", "none"}
     for name in SCHEDULERS:
         settings = SearchSettings(scheduler=name, metric="m")
-        searcher = SimpleNamespace(mark_pruned=lambda trial_id: None, keep_state_of=lambda s: None)
+        rungs = []
+        searcher = SimpleNamespace(
+            mark_pruned=lambda trial_id: None, keep_state_of=lambda s: None, set_rungs=rungs.append
+        )
         scheduler = SCHEDULERS[name](settings, searcher, 4)
         assert isinstance(scheduler, PruningASHA) == (name == "asha")
+        # The epochs a rung-aware sampler keeps scores at: ASHA's milestones (grace 1, rf 3)
+        # and the last epoch; without early stops, the last epoch only.
+        assert rungs == ([[1, 3, 4]] if name == "asha" else [[4]])
 
 
 def tie_asha(**kwargs):
