@@ -65,9 +65,10 @@ class SearchSettings:
     """Compute budget in trial-epochs: sample configs until that many epochs (summed over
     trials) are reported, then stop; give --trials or --budget, not both."""
     sampler: str = "random"
-    """Optuna sampler: random, tpe, gp or bohb (TPE on the scores of the highest ASHA rung with
-    enough of them, a third drawn at random). random is the default: with ASHA it beat TPE and
-    GP at equal trial-epochs on the replayed MELD benchmark (README, Search efficiency)."""
+    """Optuna sampler: random, tpe, gp or bohb. random is the default: with ASHA it beat TPE and
+    GP at equal trial-epochs on the replayed MELD benchmark (README, Search efficiency); bohb is
+    TPE on the scores of the highest ASHA rung that has enough of them, a third drawn at random
+    (orchestrator/rung_sampler.py)."""
     startup_trials: int = 10
     """tpe, gp: configs sampled at random before the model proposes any (Optuna's
     n_startup_trials)."""
@@ -89,6 +90,12 @@ class SearchSettings:
     """tpe, gp: what Optuna hears of a trial ASHA stopped: complete or pruned. complete: its
     last score as final (Ray's rule; on the replayed MELD benchmark TPE did as well or better
     with it); pruned: its intermediate values."""
+    warm_start: str | None = None
+    """Tell the sampler search NAME's finished trials first. Same MLflow store; configs that
+    no longer fit the space are skipped and counted."""
+    enqueue: str | None = None
+    """Run first: paper (the paper's recipe) or NAME (that search's best config). Only the
+    dimensions the space has, in its ranges."""
     max_concurrent: int | None = None
     """Trials running at once at most [default: as many as resources allow]."""
     cpus_per_trial: float = 1.0

@@ -197,20 +197,25 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 
     from orchestrator.optuna_pruning import PruningOptunaSearch
+    from orchestrator.warm_start import prior
     from search_spaces import describe
 
     space = settings.build_space()
     sampled, constants = describe(space)
     max_t = settings.max_t(constants)
+    start = prior(settings, space)  # --warm-start, --enqueue: before anything is opened
+    for note in start.notes:
+        print(note, file=sys.stderr)
     searcher = PruningOptunaSearch(
         space=space,
         metric=settings.metric,
         mode=settings.mode,
         sampler=make_sampler(settings.sampler, settings.seed, settings.startup_trials),
-        points_to_evaluate=settings.points_to_evaluate,
+        points_to_evaluate=[*start.points, *(settings.points_to_evaluate or [])] or None,
         tell_pruned=settings.asha_tells == "pruned",
         budget=settings.budget,
     )
+    searcher.study.add_trials(start.trials)  # told before the first draw
     scheduler = make_scheduler(settings.scheduler, settings, searcher, max_t)
     budgeted = settings.budget is not None
     recorder = MlflowSearchCallback(
@@ -219,7 +224,7 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         mode=settings.mode,
         tracking_uri=settings.tracking_uri,
         experiment=settings.experiment,
-        parent_params=parent_params(settings, space, max_t, constants),
+        parent_params={**parent_params(settings, space, max_t, constants), **start.params()},
         is_pruned=searcher.is_pruned,
     )
     recorder.open()  # one process creates/migrates the store, before any trial

@@ -33,7 +33,7 @@ PANELS = {
     **dict.fromkeys(("trials", "budget", "epochs"), "How long"),
     **dict.fromkeys(
         ("sampler", "startup_trials", "seed", "scheduler", "grace_period", "reduction_factor")
-        + ("tie_metric", "asha_tells"),
+        + ("tie_metric", "asha_tells", "warm_start", "enqueue"),
         "Strategy",
     ),
     **dict.fromkeys(
@@ -102,6 +102,7 @@ def search(
     preflight.check_storage(settings.storage)
     preflight.check_disk(settings, space)
     preflight.check_services(settings.tracking_uri, settings.address)
+    _check_prior(settings)
     settings.name = preflight.pick_name(settings, given.get("name"))
     if dry_run:
         return _plan(settings, space, splits, constants, json_out)
@@ -122,6 +123,16 @@ def search(
 def _settings(values: dict, **extra) -> SearchSettings:
     try:
         return SearchSettings(**values, **extra)
+    except SettingsError as error:
+        raise fail(str(error), USAGE) from None
+
+
+def _check_prior(settings: SearchSettings) -> None:
+    """--warm-start / --enqueue name searches that exist: one error line before Ray starts."""
+    from orchestrator import warm_start
+
+    try:
+        warm_start.check(settings)
     except SettingsError as error:
         raise fail(str(error), USAGE) from None
 
@@ -178,6 +189,8 @@ def _run(settings: SearchSettings, console, json_out: bool) -> None:
         error = fail(f"search {settings.name} interrupted; its MLflow runs are closed", 130)
         print(f"resume with: {again}", file=sys.stderr)
         raise error from None
+    except SettingsError as error:  # --warm-start / --enqueue, read as the search starts
+        raise fail(str(error), USAGE) from None
     _report(result, settings, json_out)
 
 
