@@ -68,6 +68,7 @@ STRATEGIES = [
     Strategy("tpe+asha complete", "tpe", "asha", "complete"),
     Strategy("tpe+asha pruned", "tpe", "asha", "pruned"),
     Strategy("gp+asha", "gp", "asha", "pruned"),
+    Strategy("bohb+asha", "bohb", "asha", "complete"),  # scores per rung: tells don't matter
 ]
 
 

@@ -121,7 +121,8 @@ def run_one(strategy: Strategy, bench: Benchmark, seed: int, args, root: Path) -
         live=False,
     )  # fmt: skip
     trace, started = Trace(bench.metric, bench.test_metric), time.perf_counter()
-    run_search(bench.trainable, settings, callbacks=[trace])
+    result = run_search(bench.trainable, settings, callbacks=[trace])
+    draws = getattr(result.study.sampler, "draws", None)  # bohb: how each config was drawn
     best, test, at, anytime = float("-inf"), float("nan"), None, []
     for trial_id, epoch, value, test_value in trace.rows:
         if value > best:
@@ -132,7 +133,8 @@ def run_one(strategy: Strategy, bench: Benchmark, seed: int, args, root: Path) -
             "concurrency": args.concurrency, "budget": budget, "best": best, "picked_test": test,
             "best_config": config, "best_epoch": at[1] if at else None,
             "epochs": len(trace.rows), "trials": len(trace.configs), "anytime": anytime,
-            "wall_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+            "wall_s": round(time.perf_counter() - started, 1),
+            **({"draws": dict(draws)} if draws is not None else {})}  # fmt: skip
 
 
 def summarise(runs: list[dict], reference: str) -> tuple[dict[str, list[dict]], dict[str, float]]:

@@ -60,6 +60,7 @@ class RungTPESampler(BaseSampler):
         if rungs is not None:
             self.set_rungs(rungs)
         self.last_draw: tuple[str, object] = ("random", "no draw yet")
+        self.draws: dict[str, int] = {}  # "random" / "rung R" -> configs drawn so (a report)
 
     def set_rungs(self, rungs: Iterable[int]) -> None:
         """The epochs at which scores are kept: ASHA's milestones and the last epoch."""
@@ -103,6 +104,13 @@ class RungTPESampler(BaseSampler):
         return space or {}
 
     def sample_relative(self, study, trial, search_space: dict) -> dict:
+        params = self._draw(study, search_space)
+        kind, rung = self.last_draw
+        key = f"rung {rung}" if kind == "model" else "random"
+        self.draws[key] = self.draws.get(key, 0) + 1
+        return params
+
+    def _draw(self, study, search_space: dict) -> dict:
         if not search_space:
             self.last_draw = ("random", "no earlier trial")
             return {}

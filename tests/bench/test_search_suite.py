@@ -47,6 +47,8 @@ def test_two_benchmark_two_seed_smoke_suite(tmp_path):
         assert run["best"] == anytime[-1]
         # The budget, and at most one more epoch per trial running at once (2).
         assert 27 <= run["epochs"] <= 27 + 2 and run["trials"] > 3  # ASHA stopped some
+        if run["strategy"] == "bohb+asha":  # how each config was drawn is recorded
+            assert sum(run["draws"].values()) >= run["trials"] and run["draws"]["random"] >= 1
         if run["benchmark"] == "meld":
             assert (run["best"], run["picked_test"]) in pairs
             continue
