@@ -189,11 +189,9 @@ def print_summary(tables: dict[str, list[dict]], mean_ranks: dict[str, float], r
         print(f"  {strategy:<{w}}{rank:.2f}")
 
 
-def provenance(argv: list[str], wall: float) -> dict:
-    from orchestrator.tracking.writer import git_commit
-
+def provenance(argv: list[str], wall: float, commit: str) -> dict:
     return {"command": " ".join(["python", "bench/search_suite.py", *argv]),
-            "commit": git_commit(), "wall_s": round(wall, 1),
+            "commit": commit, "wall_s": round(wall, 1),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
             "load_avg_start": os.getloadavg()[0]}  # fmt: skip
 
@@ -245,6 +243,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     search_reports.log_plots = lambda recorder, study: None  # per search, not per report
     connect_ray(num_cpus=args.concurrency)
+    from orchestrator.tracking.writer import git_commit
+
+    commit = git_commit()  # the code that runs: read before, as others may commit meanwhile
     runs, started = [], time.perf_counter()
     # MLflow's sqlite store commits per reported epoch: tmpfs makes that cheaper.
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.full_trials} full trials' worth of trial-epochs per search")  # fmt: skip
     tables, ranks = summarise(runs, args.reference)
     print_summary(tables, ranks, args.reference)
-    out = {"provenance": provenance(argv, wall), "args": {k: str(v) for k, v in vars(args).items()},
+    out = {"provenance": provenance(argv, wall, commit), "args": {k: str(v) for k, v in vars(args).items()},
            "tables": tables, "mean_ranks": ranks, "runs": runs}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
