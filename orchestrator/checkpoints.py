@@ -191,6 +191,8 @@ class CheckpointJanitor(Callback):
             return []
         used = self.used_bytes(trials)
         gone = []
+        if used <= self.budget_bytes:  # the usual case: no ranking of every trial per step
+            return gone
         for trial, result in self.candidates(trials):
             if used <= self.budget_bytes:
                 break

@@ -140,17 +140,20 @@ class LiveTable(Callback):
     def _better(self, a: float, b: float | None) -> bool:
         return b is None or (a > b if self.mode == "max" else a < b)
 
-    def best(self) -> Row | None:
-        scored = [r for r in self.rows.values() if r.best is not None]
+    def best(self, rows: list[Row] | None = None) -> Row | None:
+        scored = [r for r in (self.rows.values() if rows is None else rows) if r.best is not None]
         if not scored:
             return None
         pick = max if self.mode == "max" else min
         return pick(scored, key=lambda r: r.best)
 
     def render(self) -> Table:
-        best = self.best()
-        ids = short_ids(list(self.rows))
-        done = sum(r.state in ("completed", "pruned", "failed") for r in self.rows.values())
+        # rich's refresh thread calls this while Tune's callbacks add rows: work on a copy
+        # (list() of a dict is taken in one step under the GIL).
+        snapshot = list(self.rows.values())
+        best = self.best(snapshot)
+        ids = short_ids([r.trial_id for r in snapshot])
+        done = sum(r.state in ("completed", "pruned", "failed") for r in snapshot)
         total = f"/{self.total}" if self.total else ""
         head = f"{self.title}: {done}{total} trials done"
         if best is not None:
@@ -175,7 +178,7 @@ class LiveTable(Callback):
             running = r.state in ("running", "restarting")
             return (not running, r.best is None, sign * (r.best or 0.0), r.order)
 
-        rows = sorted(self.rows.values(), key=key)
+        rows = sorted(snapshot, key=key)
         for r in rows[: self.max_rows]:
             style = "bold green" if best is not None and r is best else None
             cells = [ids[r.trial_id], r.state, *(fmt(r.params.get(p)) for p in self.params)]
@@ -191,21 +194,19 @@ class LiveTable(Callback):
             )
         return self.rows[trial.trial_id]
 
-    def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self.render())
-
     def setup(self, **info) -> None:
         from orchestrator.tracking.runs import trial_count
 
         self.total = self.total or trial_count(info)
         if not self.enabled:
             return
+        # Drawn by rich's refresh thread twice a second, not on every event: a redraw sorts
+        # every row, and per report that cost grew with the trial count.
         self._live = Live(
-            self.render(),
             console=self.console or Console(stderr=True),
             refresh_per_second=2,
             transient=False,
+            get_renderable=self.render,
         )
         self._live.start()
 
@@ -214,12 +215,10 @@ class LiveTable(Callback):
             self._restored = False
             for trial in trials:
                 self._restored_row(trial)
-            self._refresh()
         elif len(trials) != len(self.rows):  # new trials: a row each from the start, so that
             for trial in trials:  # an interrupt before their first report still lists them
                 if trial.trial_id not in self.rows:
                     self._row(trial).state = STATES.get(trial.status, "pending")
-            self._refresh()
 
     def _restored_row(self, trial) -> None:
         row = self._row(trial)
@@ -239,11 +238,9 @@ class LiveTable(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._row(trial).state = "running"
-        self._refresh()
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self._row(trial).state = "restarting"
-        self._refresh()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         row = self._row(trial)
@@ -253,24 +250,20 @@ class LiveTable(Callback):
             row.last = float(value)
             if self._better(row.last, row.best):
                 row.best = row.last
-        self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         pruned = self.is_pruned is not None and self.is_pruned(trial.trial_id)
         self._row(trial).state = "pruned" if pruned else "completed"
-        self._refresh()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._row(trial).state = "failed"
-        self._refresh()
 
     def on_experiment_end(self, trials, **info) -> None:
         self.stop()
 
     def stop(self) -> None:
         if self._live is not None:
-            self._live.update(self.render())
-            self._live.stop()
+            self._live.stop()  # draws the last state once more
             if not self._live.console.is_terminal:  # rich leaves the last line open there
                 self._live.console.line()
             self._live = None
