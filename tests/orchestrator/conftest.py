@@ -7,8 +7,12 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_local():
+    """Started once for every module that asks for it (a start costs seconds): their searches
+    end before the next module's begin, and a fault test kills only a trial's worker, which
+    Ray replaces. Bad-input rows trip on ``ray.init`` whether or not this Ray is up
+    (test_bad_input.py's ``ray_calls``)."""
     import ray
 
     # Ray's new output engine prints a banner even at verbose=0 (see orchestrator.tuner).

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.tracking.runs import KIND_TAG, NODE_TAG, PARENT_TAG
+from orchestrator.tracking.runs import KIND_TAG, NODE_TAG, PARENT_TAG, STATE_TAG
 from orchestrator.tracking.store import client_for
 from tests.orchestrator.processes import BIN, free_port, orch, start_group, stop_group, wait_for
 
@@ -151,10 +151,19 @@ def search_runs(cwd: Path):
     return parents[0], children
 
 
-def assert_closed(parent, children, trials: int) -> None:
+def assert_closed(cwd: Path, parent, children, trials: int) -> None:
+    """A healthy search: the parent and every trial FINISHED (ASHA's early stops too, tagged
+    pruned; KILLED is for interruptions), each trial's state agreeing with the epochs it
+    logged: 2 (quick) when completed, 1 when ASHA stopped it at its one rung, which never
+    stops the first trial to reach it."""
     assert parent.info.status == "FINISHED"
-    assert len(children) == trials
-    assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}  # none left RUNNING
+    assert [c.info.status for c in children] == ["FINISHED"] * trials
+    client = client_for(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}")
+    epochs = {"completed": [1, 2], "pruned": [1]}
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "dev_weighted_f1")
+        assert [m.step for m in history] == epochs[child.data.tags[STATE_TAG]], child.info
+    assert [c.data.tags[STATE_TAG] for c in children].count("completed") >= 1
 
 
 @pytest.mark.timeout(150)
@@ -163,7 +172,7 @@ def test_search_joins_a_single_head_node(cluster, tmp_path):
     done = cluster.search(tmp_path / "one", trials=2)
     assert done.returncode == 0, done.stderr[-3000:]
     parent, children = search_runs(tmp_path / "one")
-    assert_closed(parent, children, 2)
+    assert_closed(tmp_path / "one", parent, children, 2)
     assert parent.data.params["storage"] == str(tmp_path / "one" / "ray")
     assert {c.data.tags[NODE_TAG] for c in children} == {head}
 
@@ -191,7 +200,7 @@ def test_trials_run_on_both_nodes(cluster, tmp_path):
     done = cluster.search(tmp_path / "two", trials=4)
     assert done.returncode == 0, done.stderr[-3000:]
     parent, children = search_runs(tmp_path / "two")
-    assert_closed(parent, children, 4)
+    assert_closed(tmp_path / "two", parent, children, 4)
     # 1 CPU per node and 2 trials at a time: the second trial can only run on the other node.
     assert {c.data.tags[NODE_TAG] for c in children} == nodes
 

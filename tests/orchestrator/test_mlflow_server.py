@@ -83,10 +83,15 @@ def test_parent_and_every_trial_are_on_the_server_and_closed(server, searched):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].info.run_id == searched["parent_run_id"]
     children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parents[0].info.run_id]
-    assert len(children) == TRIALS
-    assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}
-    assert all(c.data.tags[STATE_TAG] in ("completed", "pruned") for c in children)
-    assert all("dev_weighted_f1" in c.data.metrics for c in children)
+    # A healthy search: every trial FINISHED (ASHA's early stops too; KILLED is for
+    # interruptions), its state agreeing with the epochs it logged through the server: 2
+    # (quick) when completed, 1 when ASHA stopped it, which it never does to the first trial.
+    assert [c.info.status for c in children] == ["FINISHED"] * TRIALS
+    epochs = {"completed": [1, 2], "pruned": [1]}
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "dev_weighted_f1")
+        assert [m.step for m in history] == epochs[child.data.tags[STATE_TAG]], child.info
+    assert [c.data.tags[STATE_TAG] for c in children].count("completed") >= 1
 
 
 @pytest.mark.timeout(120)

@@ -211,13 +211,22 @@ def test_finished_trials_are_not_rerun_and_running_ones_continue(resumed):
     """Checked on Ray's own per-trial log (result.json: one row per reported epoch, with the
     time and ``iterations_since_restore``) against the state saved at each stop."""
     experiment = resumed["experiment"]
+    (killed_at, _), (stopped_at, _) = resumed["stops"]
+    # What each stop waited for, so that the loop below checks something (an unreadable
+    # experiment state reads as {}): a finished trial and one mid-run, then one more finished.
+    assert count(killed_at, "TERMINATED") >= 1 and mid_run(killed_at), killed_at
+    assert count(stopped_at, "TERMINATED") > count(killed_at, "TERMINATED"), stopped_at
+    assert mid_run(stopped_at), stopped_at
+    checked = {"finished": 0, "mid-run": 0}
     for snap, stop_time in resumed["stops"]:
         for trial_id, (status, epoch) in snap.items():
             rows = results(experiment / trial_id)
             assert {r["training_iteration"] for r in rows} == set(range(1, EPOCHS + 1))
             if status == "TERMINATED":  # finished before the stop: never started again
                 assert max(r["timestamp"] for r in rows) <= stop_time, (trial_id, rows)
+                checked["finished"] += 1
             elif 0 < epoch < EPOCHS:  # mid-run: continued from its last checkpoint
+                checked["mid-run"] += 1
                 restored = [
                     r["training_iteration"] for r in rows if r["iterations_since_restore"] == 1
                 ]
@@ -225,6 +234,7 @@ def test_finished_trials_are_not_rerun_and_running_ones_continue(resumed):
                 # saved state may hold epoch N's result with epoch N-1's checkpoint: the trial
                 # then continues at N (MLflow and Optuna keep each epoch once), else at N+1.
                 assert len(restored) >= 2 and restored[-1] >= epoch, (trial_id, epoch, rows)
+    assert checked["finished"] >= 3 and checked["mid-run"] >= 2, checked
     final = snapshot(experiment)
     assert len(final) == TRIALS and count(final, "TERMINATED") == TRIALS
 
@@ -244,9 +254,10 @@ def test_optuna_history_is_kept(resumed, tmp_path):
 
 @pytest.mark.timeout(400)
 def test_checkpoints_stay_bounded(resumed):
-    for trial in resumed["experiment"].iterdir():
-        if trial.is_dir():
-            assert 1 <= len(list(trial.glob("checkpoint_*"))) <= 2, trial.name
+    trials = [trial for trial in resumed["experiment"].iterdir() if trial.is_dir()]
+    assert len(trials) == TRIALS
+    for trial in trials:
+        assert 1 <= len(list(trial.glob("checkpoint_*"))) <= 2, trial.name
 
 
 def x_space(trial):

@@ -1,3 +1,4 @@
+import functools
 import itertools
 import random
 
@@ -88,8 +89,13 @@ def parts(model) -> set[str]:
 def run_switch(**switch):
     """Same seed, same dialogues (encoded by the model's own input builder, as the data
     pipeline does): the model, its batch, its training-mode outputs, and the parameters that
-    received a non-zero gradient."""
-    model = build(audio_dim=12, visual_dim=10, **switch).train()
+    received a non-zero gradient. Once per switch (the tests below only read them)."""
+    return _run_switch(tuple(sorted(switch.items())))
+
+
+@functools.cache
+def _run_switch(switch: tuple):
+    model = build(audio_dim=12, visual_dim=10, **dict(switch)).train()
     batch = make_batch(model, (6, 3), 12, 10)
     out = model(**model_inputs(batch))
     model.loss(out, batch["labels"], batch["turn_mask"]).backward()
@@ -167,7 +173,7 @@ def test_fusion_variants_differ_from_one_another():
 def test_switches_reach_the_masks_and_the_encoder_inputs(default):
     _, ref, _, _ = default
     sep = TOKENIZER.sep_token_id
-    model, batch, _, _ = run_switch(audio_context="dependent", visual_context="dependent")
+    model, _, _, _ = run_switch(audio_context="dependent", visual_context="dependent")
     assert {m: t.mode for m, t in model.intra.items()} == {m: "dependent" for m in "uav"}
     model, batch, _, _ = run_switch(text_context="free")
     assert model.intra["u"].mode == "free"
