@@ -32,7 +32,12 @@ import typer
 from orchestrator.errors import USAGE, fail
 from orchestrator.tracking import links as ui_links
 from orchestrator.tracking.runs import DEFAULT_EXPERIMENT, KIND_TAG, SEARCH_TAG
-from orchestrator.tracking.store import client_for, resolve_tracking_uri, sqlite_file
+from orchestrator.tracking.store import (
+    client_for,
+    mark_training,
+    resolve_tracking_uri,
+    sqlite_file,
+)
 
 GRACE_S = 10.0  # from the forwarded signal to SIGKILL
 POLL_S = 0.3
@@ -245,7 +250,7 @@ def links(client, base: str) -> list[str]:
         experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
         if experiment is None or experiment.lifecycle_stage != "active":
             return [f"MLflow UI: {base} (no search recorded yet)"]
-        ui_links.mark_training(client, experiment)
+        mark_training(client, experiment)
         latest = client.search_runs(
             [experiment.experiment_id],
             f"tags.`{KIND_TAG}` = 'search'",

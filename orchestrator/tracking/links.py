@@ -24,8 +24,6 @@ from orchestrator.tracking.runs import KIND_TAG, SEARCH_TAG, STATE_TAG
 
 WORKFLOW = {"workflowType": "machine_learning"}
 VIEW_TAG = "mlflow.sharedViewState."
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-TRAINING_KIND = "custom_model_development"
 BEST_RUN_TAG = "orch.best_run_id"
 UI_ENV = "ORCH_UI_URL"  # where the UI of the default store is served, when not orch ui's default
 DEFAULT_UI = "http://127.0.0.1:5000"  # `orch ui` with its default --port
@@ -80,12 +78,6 @@ def save_view(client, experiment_id: str, parent_run_id: str, view: dict) -> Non
     """Store ``view`` as the search's shared view (replacing an earlier one)."""
     key = VIEW_TAG + view_key(parent_run_id)
     client.set_experiment_tag(experiment_id, key, json.dumps(view))
-
-
-def mark_training(client, experiment) -> None:
-    """Tag ``experiment`` (an MLflow Experiment) as a training experiment if it is not yet."""
-    if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
 
 
 def _url(base: str, path: str, params: dict) -> str:

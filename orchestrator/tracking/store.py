@@ -56,12 +56,21 @@ def client_for(tracking_uri: str):
         return MlflowClient(tracking_uri=tracking_uri)
 
 
+# MLflow 3's UI opens an experiment in its GenAI view unless tagged a training experiment.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+
+
+def mark_training(client, experiment) -> None:
+    """Tag ``experiment`` (an MLflow Experiment) as a training experiment if it is not yet."""
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+
+
 def experiment_id(client, tracking_uri: str, name: str) -> str:
     """The id of experiment ``name``, created if missing. Tagged as a training experiment
-    (``links.mark_training``), an experiment made by an older orch included: MLflow's UI
+    (``mark_training``), an experiment made by an older orch included: MLflow's UI
     otherwise treats it as a GenAI one."""
-    from orchestrator.tracking.links import EXPERIMENT_KIND_TAG, TRAINING_KIND, mark_training
-
     found = client.get_experiment_by_name(name)
     if found is not None:
         mark_training(client, found)

@@ -256,8 +256,10 @@ def test_optuna_history_is_kept(resumed, tmp_path):
 def test_checkpoints_stay_bounded(resumed):
     trials = [trial for trial in resumed["experiment"].iterdir() if trial.is_dir()]
     assert len(trials) == TRIALS
-    for trial in trials:
-        assert 1 <= len(list(trial.glob("checkpoint_*"))) <= 2, trial.name
+    kept = {trial.name: len(list(trial.glob("checkpoint_*"))) for trial in trials}
+    assert all(n <= 2 for n in kept.values()), kept
+    # Every trial keeps one, but the best, whose checkpoint moved into MLflow (stored once).
+    assert sorted(kept.values()).count(0) <= 1 and sum(kept.values()) >= TRIALS - 1, kept
 
 
 def x_space(trial):
