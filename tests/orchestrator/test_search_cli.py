@@ -7,6 +7,7 @@ fresh process, the way a user runs it, on the embedded defaults (no --storage, n
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -41,8 +42,31 @@ def searched(tmp_path_factory):
         cwd=root,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    STDERR["search"] = done.stderr
     client = client_for(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
     return root, client, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+STDERR: dict[str, str] = {}  # what the fixture's search printed on stderr
+# What Ray and MLflow say about themselves; shown with --verbose only (issue 17).
+CHATTER = (
+    "Token authentication is enabled",
+    "Started a local Ray instance",
+    "Creating initial MLflow database tables",
+    "Updating database tables",
+    "Failed to fetch metrics",
+    "StarletteDeprecationWarning",
+)
+
+
+@pytest.mark.timeout(600)
+def test_a_search_says_its_seed_and_holds_no_library_chatter(searched):
+    err = STDERR["search"]
+    assert [c for c in CHATTER if c in err] == []
+    start = re.search(r"^search smoke: 5 trials, random \+ asha, seed (\d+) ", err, re.M)
+    assert start, err[-2000:]
+    seed = start.group(1)
+    assert re.search(rf"^search smoke finished: .*trial-epochs; seed {seed}$", err, re.M), err
 
 
 def _runs(client):
