@@ -138,21 +138,9 @@ def checkpoint_sizes(config: dict, modalities: int) -> tuple[int, int, int, int,
 
 def draw_configs(space, draws: int = DRAWS) -> list[dict]:
     """``draws`` configs of a define-by-run space (random, seeded): params + constants."""
-    import optuna
+    from search_spaces.spaces import sample
 
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        out = []
-        for _ in range(draws):
-            trial = study.ask()
-            constants = space(trial) or {}
-            out.append({**trial.params, **constants})
-            study.tell(trial, 0.0)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    return out
+    return [{**params, **constants} for params, _, constants in sample(space, draws)]
 
 
 def estimate_checkpoint_disk(settings, space, concurrent: int | None = None) -> DiskEstimate:

@@ -21,23 +21,11 @@ MEMORY_PLAN = ("memory", "precision", "gradient_checkpointing", "chunk_size", "m
 
 
 def draw(space, draws: int = DRAWS) -> list[tuple[dict, dict]]:
-    """``draws`` random configs of a define-by-run space (seeded): per draw, the
-    distributions it sampled from and the constants it returned."""
-    import optuna
+    """``draws`` random configs of the space (seeded): per draw, the distributions it
+    sampled from and the constants it returned."""
+    from search_spaces.spaces import sample
 
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        out = []
-        for _ in range(draws):
-            trial = study.ask()
-            constants = space(trial) or {}
-            out.append((dict(trial.distributions), constants))
-            study.tell(trial, 0.0)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    return out
+    return [(distributions, constants) for _, distributions, constants in sample(space, draws)]
 
 
 def dimensions(draws: list[tuple[dict, dict]]) -> dict[str, dict]:

@@ -378,6 +378,25 @@ def space_name(space: Space) -> str:
     return getattr(space, "__name__", repr(space))
 
 
+def sample(space: Space, draws: int, seed: int = 0) -> list[tuple[dict, dict, dict]]:
+    """``draws`` random configs of a define-by-run space (seeded), each as its params, the
+    distributions it drew them from and the constants it returned: what a plan shows of a
+    space's ranges and what a disk estimate sizes."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        out = []
+        for _ in range(draws):
+            trial = study.ask()
+            constants = space(trial) or {}
+            out.append((dict(trial.params), dict(trial.distributions), dict(constants)))
+            study.tell(trial, 0.0)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return out
+
+
 def describe(space: Space, seed: int = 0) -> tuple[list[str], dict]:
     """Names the space samples and the constants it returns, from one throwaway trial."""
     verbosity = optuna.logging.get_verbosity()
