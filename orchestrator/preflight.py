@@ -124,7 +124,8 @@ def cpu_warning(console, splits, constants: dict, epochs: int) -> None:
     """No GPU: say so, and how long one full trial of a real encoder would take here."""
     estimate = cpu_trial_time(splits, constants, epochs)
     text = f" {estimate[0].upper()}{estimate[1:]}." if estimate else ""
-    tip = " Use --quick for a CPU-sized search." if estimate and "full trial" in estimate else ""
+    frozen = bool(constants.get("freeze_encoder"))
+    tip = " Use --quick for a CPU-sized search." if estimate and not frozen else ""
     console.print(f"[yellow]warning:[/] no GPU in the Ray cluster: trials run on CPU.{text}{tip}")
 
 

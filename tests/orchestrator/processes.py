@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # the venv's ray, mlflow, orch
@@ -43,6 +44,15 @@ def orch(*args, cwd, env=None, timeout=300) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
+
+
+def healthy(url: str) -> bool:
+    """Whether an MLflow server at ``url`` answers its health check within 2 s."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def start_group(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:

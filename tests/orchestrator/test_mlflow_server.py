@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 
 import pytest
 
 from orchestrator.tracking.runs import KIND_TAG, PARENT_TAG, STATE_TAG
-from tests.orchestrator.processes import BIN, free_port, orch, start_group, stop_group, wait_for
+from tests.orchestrator.processes import (
+    BIN,
+    free_port,
+    healthy,
+    orch,
+    start_group,
+    stop_group,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
 TRIALS = 3
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,21 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from orchestrator.tracking.journal import Journal
 from orchestrator.tracking.runs import KIND_TAG, PARENT_TAG, STATE_TAG, TRIAL_TAG
-from tests.orchestrator.processes import BIN, free_port, orch, start_group, stop_group, wait_for
+from tests.orchestrator.processes import (
+    BIN,
+    free_port,
+    healthy,
+    orch,
+    start_group,
+    stop_group,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +42,6 @@ DEFAULT_RETRIES = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": None,
 }
 HANG_GUARD_S = 420  # the whole search on a busy 2-core machine; not a speed claim
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 class Server:
