@@ -7,6 +7,13 @@ trial's latest checkpoint is ever resumed from, so:
 - when a trial saves a new checkpoint, its older kept ones lose ``trainer.pt``;
 - when a trial ends (completed, or stopped by the scheduler), all of its checkpoints lose
   it: weights only. A failed trial keeps its latest whole (``--resume`` may continue it);
+- ``--keep-checkpoints N``: a trial keeps its N best checkpoints, and its latest while it
+  may still run or resume. The janitor enforces this, not Tune: Tune's own ``num_to_keep``
+  forces a full experiment snapshot (every trial as JSON plus the pickled Optuna study)
+  every N checkpoints of any trial, which made the driver's cost per trial grow with the
+  number of trials (``bench/search_scale.py``). A checkpoint the janitor drops leaves Tune's
+  lists at once but its folder is deleted only after the next experiment snapshot, so a
+  snapshot never names a folder that is gone, even if the driver dies in between;
 - a search-wide budget (``--max-checkpoint-gb``): while the checkpoints on disk exceed it,
   those of the worst ended trials go first (each trial ranked by its best score; within a
   trial, its worse checkpoints first). Never evicted: the best ``protect`` trials' best
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 from ray.tune import Callback
 
@@ -48,6 +56,47 @@ def _kept(trial) -> list:
     if latest is not None and latest not in kept:
         kept.append(latest)
     return [r for r in kept if r.checkpoint is not None]
+
+
+def _drop_from_tune(trial, result) -> None:
+    """Take a checkpoint out of Tune's bookkeeping of ``trial`` (kept list and latest)."""
+    manager = _manager(trial)
+    results = getattr(manager, "_checkpoint_results", None)
+    if results is not None and result in results:
+        results.remove(result)
+    if manager is not None and manager.latest_checkpoint_result is result:
+        manager._latest_checkpoint_result = None
+    # Tune caches each trial's JSON for its snapshots: make it see the change.
+    for owner in (trial, getattr(trial, "run_metadata", None)):
+        for name in ("invalidate_json_state", "invalidate_cache"):
+            if callable(getattr(owner, name, None)):
+                getattr(owner, name)()
+
+
+TRIAL_LOGS = ("result.json", "progress.csv")  # Tune's JSON and CSV loggers' files
+
+
+def upload_trial_logs(trial) -> None:
+    """Copy the trial's log files from the driver's staging folder to the search's storage."""
+    from pyarrow.fs import LocalFileSystem, copy_files
+
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return
+    for name in TRIAL_LOGS:
+        local = Path(trial.local_path, name)
+        remote = f"{storage.trial_fs_path.rstrip('/')}/{name}"
+        if not local.is_file() or local.as_posix() == remote:
+            continue
+        try:
+            copy_files(
+                local.as_posix(),
+                remote,
+                source_filesystem=LocalFileSystem(),
+                destination_filesystem=storage.storage_filesystem,
+            )
+        except OSError as error:  # only Ray's own logs are at stake, never the search
+            logger.warning("could not upload %s: %s", local, error)
 
 
 def folder_bytes(checkpoint) -> int:
@@ -86,6 +135,7 @@ class CheckpointJanitor(Callback):
         budget_bytes: the most the search's checkpoints may hold; None: no budget.
         recorder: the search's ``MlflowSearchCallback`` (evictions are tagged on its runs).
         protect: the best trials whose best checkpoint is never evicted.
+        keep: each trial's best checkpoints kept (``--keep-checkpoints``); None: all.
     """
 
     def __init__(
@@ -95,14 +145,20 @@ class CheckpointJanitor(Callback):
         budget_bytes: float | None,
         recorder=None,
         protect: int = PROTECTED_TRIALS,
+        keep: int | None = None,
     ):
         self.metric, self.mode = metric, mode
         self.budget_bytes = budget_bytes
         self.recorder = recorder
         self.protect = protect
+        self.keep = keep
         self.sizes: dict[str, int] = {}  # checkpoint path -> bytes, measured after stripping
         self.evicted: dict[str, list[str]] = {}  # trial id -> evicted checkpoint folders
+        self._changed: set = set()  # trials with a new checkpoint or a new status
+        self._doomed: list = []  # (filesystem, path) dropped from Tune's lists, still on disk
+        self._snapshotted = 0  # how many of _doomed the latest experiment snapshot forgot
         self._dirty = False
+        self._trim_all = False
         self._warned = False
 
     # -- scores -------------------------------------------------------------------------
@@ -125,25 +181,91 @@ class CheckpointJanitor(Callback):
         for result in _kept(trial):
             if result.checkpoint.path != checkpoint.path:
                 self._strip(result.checkpoint)
+        self._changed.add(trial)
         self._dirty = True
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         # Completed or stopped by the scheduler: nothing resumes it, weights are what's left.
         for result in _kept(trial):
             self._strip(result.checkpoint)
+        self._changed.add(trial)
         self._dirty = True
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._dirty = True  # its latest stays whole: --resume may continue it
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        # The retry will replace the trial's result.json and progress.csv with the storage's
+        # copies, which are only as new as the last experiment snapshot (no longer forced at
+        # every checkpoint): upload the driver's own first, so no epoch drops out of them.
+        upload_trial_logs(trial)
+
     def on_step_end(self, iteration, trials, **info) -> None:
-        # After Tune registered the step's checkpoints and deleted those beyond num_to_keep.
+        # After Tune registered the step's checkpoints.
+        self._delete_snapshotted(trials)
+        if getattr(self, "_trim_all", False):  # restored: the snapshot may predate drops
+            self._trim_all = False
+            self._changed.update(trials)
+        if self._changed:
+            changed, self._changed = self._changed, set()
+            for trial in changed:
+                self.trim(trial)
         if self._dirty:
             self._dirty = False
             self.enforce(trials)
 
     def on_experiment_end(self, trials, **info) -> None:
+        # Tune wrote its last snapshot just before: nothing can name the dropped folders now.
+        for trial in self._changed:
+            self.trim(trial)
+        self._changed.clear()
         self.enforce(trials)
+        self._snapshotted = len(self._doomed)
+        self._delete_snapshotted(trials)
+
+    # -- keep-N -------------------------------------------------------------------------
+
+    def trim(self, trial) -> int:
+        """Drop the trial's checkpoints beyond its ``keep`` best, never its latest while it
+        may still run or resume; returns how many were dropped."""
+        keep = getattr(self, "keep", None)  # a janitor pickled by an older orch has none
+        manager = _manager(trial)
+        if keep is None or manager is None:
+            return 0
+        latest = manager.latest_checkpoint_result
+        resumable = trial.status != "TERMINATED"
+        ranked = sorted(_kept(trial), key=self.score, reverse=True)
+        best = {r.checkpoint.path for r in ranked[:keep]}
+        dropped = 0
+        for result in ranked:
+            path = result.checkpoint.path
+            if path in best or (resumable and result is latest):
+                continue
+            self._forget(trial, result)
+            dropped += 1
+        return dropped
+
+    def _forget(self, trial, result) -> None:
+        """Take ``result`` out of Tune's lists now; its folder goes after the next snapshot."""
+        _drop_from_tune(trial, result)
+        self.sizes.pop(result.checkpoint.path, None)
+        self._doomed.append((result.checkpoint.filesystem, result.checkpoint.path))
+
+    def _delete_snapshotted(self, trials=()) -> None:
+        done, self._doomed = self._doomed[: self._snapshotted], self._doomed[self._snapshotted :]
+        self._snapshotted = 0
+        for filesystem, path in done:
+            if filesystem is None:  # restored from a snapshot: the search's own storage
+                storage = next((t.storage for t in trials if t.storage is not None), None)
+                if storage is None:
+                    continue
+                filesystem = storage.storage_filesystem
+            try:
+                filesystem.delete_dir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as error:  # a leftover checkpoint costs disk, never the search
+                logger.warning("could not delete %s: %s", path, error)
 
     # -- the budget ---------------------------------------------------------------------
 
@@ -220,14 +342,9 @@ class CheckpointJanitor(Callback):
             logger.warning("could not evict %s: %s", checkpoint.path, error)
             return
         self.sizes.pop(checkpoint.path, None)
-        manager = _manager(trial)
         # Tune's list must forget it too: results, experiment snapshots and the end-of-search
         # report would otherwise name a folder that is gone.
-        results = getattr(manager, "_checkpoint_results", None)
-        if results is not None and result in results:
-            results.remove(result)
-        if manager is not None and manager.latest_checkpoint_result is result:
-            manager._latest_checkpoint_result = None
+        _drop_from_tune(trial, result)
         folders = self.evicted.setdefault(trial.trial_id, [])
         folders.append(checkpoint.path.rstrip("/").rsplit("/", 1)[-1])
         self._tag(trial, folders)
@@ -245,7 +362,18 @@ class CheckpointJanitor(Callback):
     # -- Tune's callback state ----------------------------------------------------------
 
     def get_state(self) -> dict:
-        return {"evicted": {k: list(v) for k, v in self.evicted.items()}}
+        # Tune asks while it writes an experiment snapshot, after the trials' JSON: the
+        # folders dropped so far are named by no snapshot from now on.
+        self._snapshotted = len(self._doomed)
+        return {
+            "evicted": {k: list(v) for k, v in self.evicted.items()},
+            "doomed": [path for _, path in self._doomed],
+        }
 
     def set_state(self, state: dict) -> None:
         self.evicted.update(state.get("evicted", {}))
+        # Dropped before that snapshot, so it does not name them: delete them first thing.
+        for path in state.get("doomed", []):
+            self._doomed.append((None, path))
+        self._snapshotted = len(self._doomed)
+        self._trim_all = True

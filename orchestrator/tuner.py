@@ -239,7 +239,11 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
         enabled=settings.live,
     )
     janitor = CheckpointJanitor(
-        settings.metric, settings.mode, checkpoint_budget_bytes(settings), recorder=recorder
+        settings.metric,
+        settings.mode,
+        checkpoint_budget_bytes(settings),
+        recorder=recorder,
+        keep=settings.keep_checkpoints,
     )
     # The recorder first: Tune gives callback state back by position on restore.
     all_callbacks = [recorder, table, janitor, *callbacks]
@@ -262,8 +266,9 @@ def _new_tuner(trainable, settings: SearchSettings, console, callbacks):
             stop=EpochBudget(settings.budget, searcher, max_t) if budgeted else None,
             verbose=0,
             callbacks=all_callbacks,
+            # num_to_keep stays unset: the janitor keeps --keep-checkpoints per trial. Tune's
+            # own would force a full experiment snapshot every N checkpoints of any trial.
             checkpoint_config=CheckpointConfig(
-                num_to_keep=settings.keep_checkpoints,
                 checkpoint_score_attribute=settings.metric,
                 checkpoint_score_order=settings.mode,
             ),
