@@ -9,6 +9,10 @@ with fractional CPUs (16 trials on this machine's cores), Optuna, the MLflow cal
 sqlite store and the live table drawing into a null console. Trials cost nothing, so the
 wall time is the driver's: everything orch and the libraries under it do per trial.
 
+With ``--baseline`` the same trials run first through bare Ray Tune in the same process, as a
+user would write it in ten lines (random search, ASHA, no callbacks of orch's, Tune's own
+loggers): the difference per trial is what orch adds (goal: at most 0.2 s at 1,000 trials).
+
 Printed and saved (``--json``): per hundred trials (in the order they ended) the wall seconds
 per trial, and the last hundred against the first (goal: within 20 %); the driver's peak
 resident memory (``ru_maxrss``) and Python's peak allocations in the driver (tracemalloc);
@@ -69,6 +73,36 @@ def scale_trial(config: dict) -> None:
             tune.report({"score": score}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+def bare_tune(args, cpus: int, storage: Path) -> tuple[float, float, list[float]]:
+    """The same trials through plain Ray Tune: (start, wall seconds, trial end times)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    ends = EndTimes()
+    tuner = tune.Tuner(
+        tune.with_resources(scale_trial, {"cpu": cpus / args.concurrency}),
+        param_space={
+            "x": tune.uniform(-2.0, 2.0),
+            "k": tune.randint(1, 9),
+            "epochs": args.epochs,
+            "epoch_s": args.epoch_s,
+        },  # fmt: skip
+        tune_config=tune.TuneConfig(
+            metric="score",
+            mode="max",
+            num_samples=args.trials,
+            max_concurrent_trials=args.concurrency,
+            scheduler=ASHAScheduler(max_t=args.epochs, grace_period=1),
+        ),  # fmt: skip
+        run_config=tune.RunConfig(
+            name="bare", storage_path=str(storage), verbose=0, callbacks=[ends]
+        ),
+    )
+    start = time.perf_counter()
+    tuner.fit()
+    return start, time.perf_counter() - start, ends.ends
+
+
 def per_hundred(start: float, ends: list[float], size: int = 100) -> list[float]:
     """Wall seconds per trial within each block of ``size`` trials (by end time)."""
     ends = sorted(ends)
@@ -110,6 +144,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--epoch-s", type=float, default=0.01)
     parser.add_argument("--json", default=None, help="Also save the numbers here.")
+    parser.add_argument(
+        "--baseline", action="store_true", help="First run the trials through bare Ray Tune."
+    )
+    parser.add_argument(
+        "--keep-store", default=None, help="Copy the search's sqlite store here (to profile)."
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     load = os.getloadavg()
@@ -118,6 +158,15 @@ def main() -> None:
     constants = {"epochs": args.epochs, "epoch_s": args.epoch_s}
     with tempfile.TemporaryDirectory(prefix="orch-scale-") as tmp:
         root = Path(tmp)
+        bare = None
+        if args.baseline:
+            bare_start, bare_wall, bare_ends = bare_tune(args, cpus, root / "bare")
+            bare = {
+                "wall_s": bare_wall,
+                "s_per_trial_per_hundred": per_hundred(bare_start, bare_ends),
+            }
+            print(f"bare Ray Tune: {bare_wall:.0f} s, s per trial per hundred: "
+                  + " ".join(f"{b:.3f}" for b in bare["s_per_trial_per_hundred"]))  # fmt: skip
         uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
         settings = SearchSettings(
             space=space, metric="score", mode="max", trials=args.trials, sampler="random",
@@ -139,6 +188,10 @@ def main() -> None:
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         blocks = per_hundred(start, ends.ends)
         store = root / "mlruns" / "mlflow.db"
+        if args.keep_store:
+            import shutil
+
+            shutil.copy(store, args.keep_store)
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
         orch = [sys.executable, "-m", "orchestrator.cli"]
         best_s, best_rc = timed([*orch, "best", "--name", "scale"], env)
@@ -152,6 +205,8 @@ def main() -> None:
             "driver_peak_rss_mb": rss_mb, "driver_python_peak_mb": python_peak / 2**20,
             "store_mb": store.stat().st_size / 2**20,
             "orch_best_s": best_s, "orch_best_rc": best_rc, "orch_ui_links_s": ui_s,
+            "bare_tune": bare,
+            "orch_over_bare_s_per_trial": (wall - bare["wall_s"]) / args.trials if bare else None,
             "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, text=True,
                                      capture_output=True).stdout.strip(),
         }  # fmt: skip
@@ -166,6 +221,9 @@ def main() -> None:
     )
     print(f"sqlite store {out['store_mb']:.1f} MB; orch best {best_s:.1f} s (exit {best_rc}); "
           f"orch ui links after {ui_s:.1f} s")  # fmt: skip
+    if bare:
+        print(f"orch over bare Ray Tune: {out['orch_over_bare_s_per_trial']:.3f} s per trial "
+              f"({wall:.0f} s against {bare['wall_s']:.0f} s)")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 

@@ -19,6 +19,7 @@ duplicates resumed trials, and ``setup_mlflow`` leaves stopped trials RUNNING.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -31,6 +32,8 @@ from orchestrator.tracking import notes
 from orchestrator.tracking import resume as mlflow_resume
 from orchestrator.tracking.journal import journal_path, quick_requests, unreachable
 from orchestrator.tracking.runs import (
+    BEST_EPOCH_TAG,
+    BEST_VALUE_TAG,
     DEFAULT_EXPERIMENT,
     DRIVER_TAG,
     ERROR_TAG,
@@ -44,6 +47,7 @@ from orchestrator.tracking.runs import (
     SEARCH_TAG,
     STATE_TAG,
     TRIAL_TAG,
+    better,
     failure_reason,
     fidelity,
     trial_count,
@@ -129,6 +133,7 @@ class MlflowSearchCallback(Callback):
         self.resumed = False  # this driver continues an earlier one's search
         self._dropped_lost = False  # runs of trials lost with a killed driver: deleted once
         self.flush_s = FLUSH_S if flush_s is None else flush_s
+        self.best: dict[str, tuple[float, int]] = {}  # trial id -> (best value, its step)
         self.pending: dict[str, list] = {}  # run id -> metrics not written yet
         self._flushed_at = 0.0  # time.monotonic() of the last write
 
@@ -144,10 +149,16 @@ class MlflowSearchCallback(Callback):
         # Unpickled (a resumed search): metrics not written then were never saved either.
         self.__dict__.update(state)
         self.pending, self._flushed_at = {}, 0.0
+        self.__dict__.setdefault("best", {})  # pickled by an older orch
 
     # -- Tune's callback state: saved with each experiment snapshot, given back on restore --
 
     def get_state(self) -> dict:
+        # Tune asks while it writes an experiment snapshot, the point a resumed driver starts
+        # from: every epoch up to it is in MLflow before the snapshot is. (A resumed trial
+        # reports the epochs after its snapshot's checkpoint again; ``adopt`` drops those
+        # MLflow already holds.)
+        self.flush()
         return {"children": dict(self.children), "nodes": dict(self.nodes)}
 
     def set_state(self, state: dict) -> None:
@@ -260,6 +271,9 @@ class MlflowSearchCallback(Callback):
     def _finish(self, trial, state: str, status: str, error: str | None = None) -> None:
         self.flush()  # a run's metrics are all in before it ends
         tags = {STATE_TAG: state}
+        if trial.trial_id in self.best:
+            value, step = self.best[trial.trial_id]
+            tags.update({BEST_VALUE_TAG: repr(value), BEST_EPOCH_TAG: str(step)})
         if error:
             tags[ERROR_TAG] = error[-MAX_TAG:]
             tags[FAILURE_TAG] = failure_reason(error)
@@ -300,6 +314,7 @@ class MlflowSearchCallback(Callback):
         if step <= self.logged_step.get(trial.trial_id, 0):
             return  # an epoch repeated after a resume: logged once, by the earlier driver
         metrics = {k: v for k, v in result.items() if k not in RAY_KEYS}
+        self.note_best(trial.trial_id, metrics.get(self.metric), step)
         self.pending.setdefault(run_id, []).extend(metrics_at(metrics, step))
         self._flush_if_due()
         node = result.get("node_id")
@@ -308,10 +323,13 @@ class MlflowSearchCallback(Callback):
             self.writer.set_tags(run_id, {NODE_TAG: node})
             self.nodes[trial.trial_id] = node
 
-    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
-        # Once the driver knows a checkpoint, a resumed trial starts after its epoch and never
-        # reports it again: its metrics are written now, or a killed driver loses them.
-        self.flush()
+    def note_best(self, trial_id: str, value, step: int) -> None:
+        """Keep the trial's best value of the metric (its earliest step on ties)."""
+        if not isinstance(value, int | float) or math.isnan(value):
+            return
+        known = self.best.get(trial_id)
+        if better(float(value), known[0] if known else None, self.mode):
+            self.best[trial_id] = (float(value), step)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.running.discard(trial.trial_id)

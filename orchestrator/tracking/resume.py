@@ -36,8 +36,10 @@ def adopt(callback, trial_id: str) -> str | None:
     if run is None:
         return None
     run_id = run.info.run_id
-    steps = [m.step for m in client.get_metric_history(run_id, callback.metric)]
-    callback.logged_step[trial_id] = max(steps, default=0)
+    history = client.get_metric_history(run_id, callback.metric)
+    callback.logged_step[trial_id] = max((m.step for m in history), default=0)
+    for point in sorted(history, key=lambda m: m.step):  # the best so far, for its end tags
+        callback.note_best(trial_id, point.value, point.step)
     if run.info.status != "RUNNING":  # ended, or closed as interrupted
         callback.closed.add(trial_id)
     return run_id

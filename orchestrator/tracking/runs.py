@@ -30,6 +30,9 @@ RESTARTS_TAG = "orch.restarts"  # how often Ray restarted the trial from a check
 DRIVER_TAG = "orch.driver"  # host:pid of the driver that last ran the search
 RESUMES_TAG = "orch.resumes"  # how often the search was resumed
 FIDELITY_TAG = "orch.fidelity"  # frozen (a screen: encoder never trained) | finetune
+# A trial's best value of the search's metric and its epoch, set when its run ends: `orch best`
+# ranks a search's trials without reading each one's metric history.
+BEST_VALUE_TAG, BEST_EPOCH_TAG = "orch.best_value", "orch.best_epoch"
 EVICTED_TAG = "orch.evicted"  # checkpoints the disk budget deleted (``orchestrator.checkpoints``)
 DISK_FULL = "disk full"  # how a failure reason starts when a checkpoint write found no space
 DEFAULT_EXPERIMENT = "orch-search"

@@ -143,11 +143,43 @@ def test_metrics_reported_faster_than_flush_s_are_written_together(uri, monkeypa
     cb.on_step_end(0, [])  # due now, although no other result came
     assert steps() == [1, 2, 3]
     report(4)
-    cb.on_checkpoint(0, [], trial, checkpoint=None)  # a resume never reports epoch 4 again
+    cb.on_checkpoint(0, [], trial, checkpoint=None)
+    assert steps() == [1, 2, 3]  # a checkpoint alone writes nothing: it is no resume point
+    cb.get_state()  # Tune writes an experiment snapshot, which a resume starts from
     assert steps() == [1, 2, 3, 4]
     report(5)
     cb.on_trial_complete(0, [], trial)  # a run's metrics are all in before it ends
     assert steps() == [1, 2, 3, 4, 5]
     assert cb.client.get_run(cb.children["t1"]).info.status == "FINISHED"
     assert cloudpickle.loads(cloudpickle.dumps(cb)).pending == {}
+    cb.close()
+
+
+def test_ended_trials_carry_their_best_and_orch_best_ranks_by_it(uri):
+    from orchestrator.best import best_trial
+
+    cb = callback(uri)
+    cb.open()
+    curves = {"a": [0.5, 0.7, 0.6], "b": [0.4, float("nan"), 0.65, 0.65], "c": [0.3]}
+    for trial_id, values in curves.items():
+        trial = fake_trial(trial_id)
+        cb.on_trial_start(0, [], trial)
+        for step, value in enumerate(values, 1):
+            cb.on_trial_result(
+                0, [], trial, {"dev_weighted_f1": value, "dev_loss": 1 - step / 10,
+                               "training_iteration": step}
+            )  # fmt: skip
+        cb.on_trial_complete(0, [], trial)
+    tags = {t: cb.client.get_run(cb.children[t]).data.tags for t in curves}
+    assert (tags["a"]["orch.best_value"], tags["a"]["orch.best_epoch"]) == ("0.7", "2")
+    assert (tags["b"]["orch.best_value"], tags["b"]["orch.best_epoch"]) == ("0.65", "3")
+    found = best_trial(uri, name="s1")
+    assert (found.trial_id, found.value, found.epoch) == ("a", 0.7, 2)
+
+    # The tags are what it reads: changed, they change the answer ...
+    cb.client.set_tag(cb.children["c"], "orch.best_value", "0.9")
+    assert best_trial(uri, name="s1").trial_id == "c"
+    # ... for the search's own metric; another metric is read from each run's history.
+    other = best_trial(uri, name="s1", metric="dev_loss")
+    assert (other.trial_id, other.value, other.epoch) == ("b", 0.6, 4)
     cb.close()
