@@ -150,6 +150,24 @@ def tagged_best(run) -> tuple[float, int] | None:
         return None
 
 
+def pointed_best(client, parent, metric: str) -> tuple[float, int, object] | None:
+    """``(value, step, run)`` of the trial a finished search's parent names as its best
+    (``orch.best_run_id``, and ``best_<metric>`` the value), when that run's own end tags
+    agree; None for a search still running or interrupted, or one without the pointer."""
+    tags = parent.data.tags
+    run_id, value = tags.get("orch.best_run_id"), parent.data.metrics.get(f"best_{metric}")
+    if tags.get(STATE_TAG) != "finished" or run_id is None or value is None:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - deleted meanwhile: rank every trial instead
+        return None
+    scored = tagged_best(run)
+    if scored is None or scored[0] != value:
+        return None
+    return scored[0], scored[1], run
+
+
 def metrics_at(client, run, step: int) -> tuple[dict, dict]:
     """The run's dev_* and test_* metrics at ``step`` (the last value logged there)."""
     dev, test = {}, {}
@@ -206,13 +224,16 @@ def best_trial(
         own = metric == search_metric and parent.data.params.get("mode")
         mode = own or metric_mode(metric)
 
-    best = None
-    runs = trial_runs(client, experiment_id, parent.info.run_id)
-    failed = failures(runs)
     # An ended trial's run carries its best of the search's own metric and mode: one query
     # for the whole search instead of one metric history per trial (1,000 trials: seconds).
     own = metric == search_metric and mode == parent.data.params.get("mode", mode)
-    for run in runs:
+    best = pointed_best(client, parent, metric) if own else None
+    if best is not None:  # a finished search names its winner: no need to load every trial
+        failed = failures(trial_runs(client, experiment_id, parent.info.run_id, "failed"))
+    else:
+        runs = trial_runs(client, experiment_id, parent.info.run_id)
+        failed = failures(runs)
+    for run in runs if best is None else ():
         if metric not in run.data.metrics:
             continue
         scored = (own and tagged_best(run)) or best_step(client, run.info.run_id, metric, mode)

@@ -221,7 +221,7 @@ class Unresolved(LookupError):
 
 def apply(client, op: dict, ids: dict[str, str]):
     """Perform write ``op`` with ``client``; returns the run id for ``create_run``."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
 
     def real(value):
         return ids.get(value, value) if isinstance(value, str) else value
@@ -247,7 +247,8 @@ def apply(client, op: dict, ids: dict[str, str]):
     if kind == "log_batch":
         metrics = [Metric(*m) for m in op.get("metrics", [])]
         params = [Param(*p) for p in op.get("params", [])]
-        client.log_batch(run_id, metrics=metrics, params=params)
+        tags = [RunTag(k, real(v)) for k, v in op.get("tags", [])]
+        client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
     elif kind == "set_tag":
         client.set_tag(run_id, op["key"], real(op["value"]))
     elif kind == "delete_tag":

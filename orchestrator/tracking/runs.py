@@ -118,16 +118,15 @@ def search_name(run) -> str:
     return run.data.tags.get(SEARCH_TAG, run.info.run_name)
 
 
-def trial_runs(client, experiment_id: str, parent_run_id: str) -> list:
-    """Every trial run of the search (not its evaluation runs), all pages."""
+def trial_runs(client, experiment_id: str, parent_run_id: str, state: str | None = None) -> list:
+    """Every trial run of the search (not its evaluation runs), all pages; with ``state``,
+    only those whose ``orch.state`` it is."""
+    wanted = f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{KIND_TAG}` = 'trial'"
+    if state is not None:
+        wanted += f" and tags.`{STATE_TAG}` = '{state}'"
     runs, token = [], None
     while True:
-        page = client.search_runs(
-            [experiment_id],
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{KIND_TAG}` = 'trial'",
-            max_results=1000,
-            page_token=token,
-        )
+        page = client.search_runs([experiment_id], wanted, max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:

@@ -264,8 +264,15 @@ class MlflowWriter:
             self._write({"op": "log_batch", "run": run_id, "metrics": chunk})
 
     def set_tags(self, run_id: str, tags: dict) -> None:
-        for key, value in tags.items():
+        """All of ``tags`` in one write (one commit, not one per tag)."""
+        if not tags:
+            return
+        if len(tags) == 1:  # MLflow's set_tag: it also renames the run for mlflow.runName
+            ((key, value),) = tags.items()
             self._write({"op": "set_tag", "run": run_id, "key": key, "value": str(value)[:MAX_TAG]})
+            return
+        rows = [[str(k), str(v)[:MAX_TAG]] for k, v in tags.items()]
+        self._write({"op": "log_batch", "run": run_id, "tags": rows})
 
     def delete_tag(self, run_id: str, key: str) -> None:
         self._write({"op": "delete_tag", "run": run_id, "key": key})
