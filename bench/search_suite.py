@@ -20,7 +20,8 @@ the budget (``-``: the median seed never did). Then each strategy's mean rank ac
 benchmarks (rank 1: the highest median final best on a benchmark; ties share the mean
 rank). ``--json`` keeps every search's trace (its anytime curve, best config and epoch) and
 the run's provenance; parts run in parallel processes (other ``--benchmark``,
-``--strategies`` or ``--first-seed``) are merged by ``--from-json``.
+``--strategies`` or ``--first-seed``) are merged by ``--from-json``, as are the records of
+``bench/field_optimisers.py`` (the field's optimisers run directly, at the same budget).
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ STRATEGIES = [
     Strategy("bohb+asha", "bohb", "asha", "complete"),
 ]
 SUITE = [f"lcbench:{task}" for task in DEV_TASKS] + ["meld"]
+FULL_TRIALS = 20
+"""The default budget, in full trials' worth of trial-epochs (bench/field_optimisers.py too)."""
+
+
+def trial_epochs_budget(full_trials: int, epochs: int) -> int:
+    """A search's budget: ``full_trials`` trials of the benchmark's ``epochs``, whatever the
+    strategy stops early (one rule for orch's runs and the field's, so they compare)."""
+    return full_trials * epochs
 
 
 @dataclass
@@ -110,7 +119,7 @@ def run_one(strategy: Strategy, bench: Benchmark, seed: int, args, root: Path) -
     from orchestrator.settings import SearchSettings
     from orchestrator.tuner import run_search
 
-    budget = args.full_trials * bench.epochs
+    budget = trial_epochs_budget(args.full_trials, bench.epochs)
     name = f"{bench.name.replace(':', '-')}-{strategy.sampler}-{strategy.scheduler}-s{seed}"
     settings = SearchSettings(
         space=bench.space, metric=bench.metric, mode="max", budget=budget,
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--strategies", nargs="+", default=[s.name for s in STRATEGIES])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--full-trials", type=int, default=20,
+    parser.add_argument("--full-trials", type=int, default=FULL_TRIALS,
                         help="Budget per search, in full trials' worth of trial-epochs.")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=None,
                         help="LCBench epochs per trial (default 51; fewer for a smoke).")  # fmt: skip
