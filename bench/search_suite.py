@@ -51,6 +51,7 @@ from bench.search_efficiency import Strategy, epochs_to_reach, quartiles  # noqa
 STRATEGIES = [
     Strategy("random", "random", "none"),
     Strategy("random+asha", "random", "asha"),
+    Strategy("tpe", "tpe", "none"),
     Strategy("tpe+asha", "tpe", "asha", "complete"),
     Strategy("bohb+asha", "bohb", "asha", "complete"),
 ]
