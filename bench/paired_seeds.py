@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -51,9 +52,20 @@ def load(folder: Path, config: str) -> dict[int, dict]:
         raise PairingError(f"no {config}_seed*.json in {folder}")
     first = next(iter(runs.values()))
     for record in runs.values():
+        # The command each seed ran (what bench/seed_runs.py records: `orch train --json`
+        # prints no params): equal but for --seed.
+        if "command" in first and "command" in record:
+            ours, theirs = command_settings(first["command"]), command_settings(record["command"])
+            for key in sorted(set(ours) | set(theirs)):
+                if ours.get(key) != theirs.get(key):
+                    raise PairingError(
+                        f"{record['_file']}: {key} {theirs.get(key, '(not given)')} but "
+                        f"{first['_file']} has {ours.get(key, '(not given)')}; seeds of one "
+                        "config must differ only by the seed"
+                    )
         # Settings both files record: a field added to orch after a seed ran is not in its
         # params, which says nothing about how that seed trained.
-        for key in sorted(set(first["params"]) & set(record["params"])):
+        for key in sorted(set(first.get("params", {})) & set(record.get("params", {}))):
             if key in NOT_SETTINGS:
                 continue
             if first["params"].get(key) != record["params"].get(key):
@@ -63,6 +75,21 @@ def load(folder: Path, config: str) -> dict[int, dict]:
                     "differ only by the seed"
                 )
     return runs
+
+
+def command_settings(command: str) -> dict[str, str]:
+    """``--option value`` pairs of an ``orch train`` command line (a flag's value: True),
+    less ``--seed`` and ``--json``."""
+    words = shlex.split(command)
+    settings: dict[str, str] = {}
+    for i, word in enumerate(words):
+        if not word.startswith("--"):
+            continue
+        following = words[i + 1] if i + 1 < len(words) else "--"
+        settings[word] = "True" if following.startswith("--") else following
+    for key in ("--seed", "--json"):
+        settings.pop(key, None)
+    return settings
 
 
 def t_sf(t: float, df: int) -> float:

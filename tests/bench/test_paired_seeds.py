@@ -51,3 +51,27 @@ def test_seeds_trained_with_other_settings_are_not_averaged(tmp_path, capsys):
         "error: searched_seed2.json: lr = 0.001 but searched_seed0.json has 0.00018; "
         "seeds of one config must differ only by the seed"
     )
+
+
+def test_seeds_without_params_are_paired_by_their_command(tmp_path, capsys):
+    """`orch train --json` prints no params: bench/seed_runs.py's files carry the command."""
+    for path in FIXTURE.glob("*.json"):
+        record = json.loads(path.read_text())
+        record.pop("params")
+        seed = path.stem.rsplit("seed", 1)[1]
+        lr = "3e-5" if path.name.startswith("reference") else "1.8e-4"
+        record["command"] = f"orch train --dataset meld --lr {lr} --epochs 3 --seed {seed} --json"
+        (tmp_path / path.name).write_text(json.dumps(record))
+    assert paired_seeds.main(["--folder", str(tmp_path)]) == 0
+    assert "better on 2 of 3 seeds" in capsys.readouterr().out
+
+    odd = tmp_path / "searched_seed2.json"
+    record = json.loads(odd.read_text())
+    record["command"] = record["command"].replace("--epochs 3", "--epochs 6")
+    odd.write_text(json.dumps(record))
+    assert paired_seeds.main(["--folder", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: searched_seed2.json: --epochs 6 but searched_seed0.json has 3; "
+        "seeds of one config must differ only by the seed"
+    )
