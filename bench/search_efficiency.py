@@ -59,6 +59,15 @@ class Strategy:
     """--scheduler."""
     asha_tells: str = "pruned"
     """--asha-tells: what Optuna hears of an ASHA stop."""
+    grace_period: int | None = None
+    """--grace-period, where the strategy sets its own (bench/search_suite.py)."""
+    brackets: int = 1
+    """--brackets: ASHA's Hyperband-style brackets (bench/search_suite.py)."""
+
+    def asha_settings(self) -> dict:
+        """The ASHA settings this strategy sets itself, as SearchSettings fields."""
+        own = {"brackets": self.brackets}
+        return own | ({"grace_period": self.grace_period} if self.grace_period else {})
 
 
 STRATEGIES = [

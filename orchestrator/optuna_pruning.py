@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Callable
 
 import optuna
@@ -168,16 +169,33 @@ class PruningASHA(AsyncHyperBandScheduler):
         on_prune: Callable[[str], None] | None = None,
         tie_metric: str | None = None,
         tie_mode: str = "min",
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self._bracket_rng = random.Random(seed)  # Ray draws brackets from numpy's global RNG
         self.on_prune = on_prune
         self.stopped_early: set[str] = set()
         self.tie_metric = tie_metric
         self._tie_op = -1.0 if tie_mode == "min" else 1.0
         self._brackets = [_TieBreakingBracket.like(b) for b in self._brackets]
 
-    _STATE = ("_brackets", "_trial_info", "_counter", "_num_stopped", "stopped_early")
+    _STATE = (
+        "_brackets", "_trial_info", "_counter", "_num_stopped", "stopped_early", "_bracket_rng"
+    )  # fmt: skip
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        # Ray's rule (weight e^(rungs - most rungs): the bracket with most rungs most often),
+        # drawn from this scheduler's seeded RNG instead of numpy's global one, so a search
+        # with several brackets repeats.
+        if not self._metric or not self._metric_op:
+            raise ValueError(f"{type(self).__name__} needs a metric and a mode")
+        sizes = [len(b._rungs) for b in self._brackets]
+        weights = [math.exp(size - max(sizes)) for size in sizes]
+        if not hasattr(self, "_bracket_rng"):  # a scheduler pickled before this existed
+            self._bracket_rng = random.Random()
+        chosen = self._bracket_rng.choices(self._brackets, weights=weights)[0]
+        self._trial_info[trial.trial_id] = chosen
 
     def get_state(self) -> dict:
         """The rungs (values recorded per trial) and counters: what a resumed search needs."""

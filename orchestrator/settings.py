@@ -83,6 +83,10 @@ class SearchSettings:
     """ASHA: epochs every trial gets before it can be stopped."""
     reduction_factor: float = 3.0
     """ASHA: 1 in this many trials goes on at each rung."""
+    brackets: int = 1
+    """ASHA: Hyperband-style brackets. Bracket s first judges trials after grace period x
+    reduction factor^s epochs; each new trial joins one at random, weighted as Ray's ASHA does
+    (the bracket with most rungs most often)."""
     tie_metric: str = "dev_loss"
     """ASHA: what ranks trials tied on --metric at a rung (none: Ray's rule). Minimised if a
     loss or error, else maximised."""
@@ -187,7 +191,7 @@ class SearchSettings:
             raise SettingsError(f"mode must be max or min, got {self.mode!r}")
         at_least = {
             "trials": 1, "budget": 1, "startup_trials": 1, "epochs": 1, "grace_period": 1,
-            "max_concurrent": 1, "keep_checkpoints": 1, "max_failures": 0, "max_dialogues": 1,
+            "brackets": 1, "max_concurrent": 1, "keep_checkpoints": 1, "max_failures": 0, "max_dialogues": 1,
         }  # fmt: skip
         for name, low in at_least.items():
             value = getattr(self, name)

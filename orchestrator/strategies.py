@@ -53,6 +53,8 @@ def _asha(settings, searcher, max_t: int):
         max_t=max_t,
         grace_period=min(settings.grace_period, max_t),
         reduction_factor=settings.reduction_factor,
+        brackets=settings.brackets,
+        seed=settings.seed,
         on_prune=searcher.mark_pruned,
         tie_metric=tie_metric,
         tie_mode=metric_mode(tie_metric) if tie_metric else "min",

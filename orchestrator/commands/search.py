@@ -33,7 +33,7 @@ PANELS = {
     **dict.fromkeys(("trials", "budget", "epochs"), "How long"),
     **dict.fromkeys(
         ("sampler", "startup_trials", "seed", "scheduler", "grace_period", "reduction_factor")
-        + ("tie_metric", "asha_tells", "warm_start", "enqueue"),
+        + ("brackets", "tie_metric", "asha_tells", "warm_start", "enqueue"),
         "Strategy",
     ),
     **dict.fromkeys(

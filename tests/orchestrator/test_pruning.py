@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from orchestrator.optuna_pruning import PruningASHA, PruningOptunaSearch
+from orchestrator.rung_sampler import rung_epochs
 from orchestrator.strategies import SAMPLERS, SCHEDULERS, make_sampler
 
 
@@ -245,6 +246,47 @@ def test_rungs_survive_a_snapshot_and_old_snapshots_load():
     upgraded.on_trial_add(None, fake_trial("c"))
     assert upgraded.on_trial_result(None, fake_trial("c"), tied(0.1, value=0.3)) == "STOP"
     upgraded.on_trial_complete(None, fake_trial("a"), result(0.5, 3))  # old trial info works
+
+
+def test_brackets_are_drawn_by_rays_weights_from_the_seed():
+    """--brackets 3 (grace 1, rf 3, 27 epochs): bracket s first judges at 3^s epochs. Trials
+    join brackets by Ray's weights (e^(rungs - most rungs): 0.67, 0.24, 0.09), from the
+    search's seed: the same seed repeats the draws, also across a snapshot, and a trial in
+    bracket 1 or 2 is never stopped at epoch 1."""
+
+    def asha(seed):
+        return PruningASHA(metric="m", mode="max", max_t=27, grace_period=1,
+                           reduction_factor=3, brackets=3, seed=seed)  # fmt: skip
+
+    def draws(scheduler, ids):
+        for trial_id in ids:
+            scheduler.on_trial_add(None, fake_trial(trial_id))
+        return [scheduler._brackets.index(scheduler._trial_info[t]) for t in ids]
+
+    first, again, other = asha(7), asha(7), asha(8)
+    ids = [f"t{i}" for i in range(600)]
+    chosen = draws(first, ids)
+    assert chosen == draws(again, ids) and chosen != draws(other, ids)
+    shares = [chosen.count(b) / len(ids) for b in range(3)]
+    assert shares == pytest.approx([0.665, 0.245, 0.090], abs=0.05)
+    assert [[m for m, _ in b._rungs] for b in first._brackets] == [
+        [27, 9, 3, 1],
+        [27, 9, 3],
+        [27, 9],
+    ]
+    assert rung_epochs(first, 27) == [1, 3, 9, 27]
+
+    restored = asha(0)
+    restored.set_state(pickle.loads(pickle.dumps(first.get_state())))
+    assert draws(restored, ["n1", "n2", "n3"]) == draws(first, ["n1", "n2", "n3"])
+
+    # Each epoch-1 score below the last: bracket 0 stops such trials, brackets 1-2 never do.
+    for i, trial_id in enumerate(ids[:60]):
+        decision = first.on_trial_result(None, fake_trial(trial_id), result(-float(i), 1))
+        if chosen[i] > 0:
+            assert decision == TrialScheduler.CONTINUE
+    bracket0 = [t for t, b in zip(ids[:60], chosen, strict=False) if b == 0]
+    assert first.stopped_early and first.stopped_early <= set(bracket0)
 
 
 def test_asha_tells_complete_keeps_the_partial_score_as_final():

@@ -99,6 +99,7 @@ def dry_run(*args: str) -> dict:
         (dict(grace_period=0), "--grace-period"),
         (dict(startup_trials=0), "--startup-trials"),
         (dict(reduction_factor=1), "--reduction-factor"),
+        (dict(brackets=0), "--brackets"),
         (dict(max_failures=-1), "--max-failures"),
         (dict(keep_checkpoints=0), "--keep-checkpoints"),
         (dict(gpu_memory_gb=0), "--gpu-memory-gb"),
