@@ -160,7 +160,9 @@ def pointed_best(client, parent, metric: str) -> tuple[float, int, object] | Non
         return None
     try:
         run = client.get_run(run_id)
-    except Exception:  # noqa: BLE001 - deleted meanwhile: rank every trial instead
+    except Exception:  # noqa: BLE001 - purged meanwhile: rank every trial instead
+        return None
+    if run.info.lifecycle_stage != "active":  # deleted (MLflow keeps it until a gc)
         return None
     scored = tagged_best(run)
     if scored is None or scored[0] != value:

@@ -183,3 +183,36 @@ def test_ended_trials_carry_their_best_and_orch_best_ranks_by_it(uri):
     other = best_trial(uri, name="s1", metric="dev_loss")
     assert (other.trial_id, other.value, other.epoch) == ("b", 0.6, 4)
     cb.close()
+
+
+def test_a_finished_searchs_pointer_is_used_only_when_the_trial_agrees(uri):
+    """A finished search's parent names its winner (orch.best_run_id, best_<metric>): orch best
+    reads that run without ranking the others. A pointer the run's own end tags contradict,
+    one naming a deleted run, or a search not finished falls back to ranking every trial."""
+    from orchestrator.best import best_trial
+
+    cb = callback(uri)
+    cb.open()
+    for trial_id, values in {"a": [0.5, 0.7], "b": [0.6, 0.65]}.items():
+        trial = fake_trial(trial_id)
+        cb.on_trial_start(0, [], trial)
+        for step, value in enumerate(values, 1):
+            cb.on_trial_result(0, [], trial, {"dev_weighted_f1": value, "training_iteration": step})
+        cb.on_trial_complete(0, [], trial)
+    client, parent = cb.client, cb.parent_run_id
+
+    def point(trial_id, value, state="finished"):
+        client.set_tag(parent, "orch.state", state)
+        client.set_tag(parent, "orch.best_run_id", cb.children[trial_id])
+        client.log_metric(parent, "best_dev_weighted_f1", value)
+
+    point("b", 0.65)  # agrees with b's tags: believed, though a scored higher
+    assert best_trial(uri, name="s1").trial_id == "b"
+    point("b", 0.7)  # disagrees with b's own best (0.65): every trial ranked
+    assert best_trial(uri, name="s1").trial_id == "a"
+    point("b", 0.65, state="running")  # not finished: ranked
+    assert best_trial(uri, name="s1").trial_id == "a"
+    point("b", 0.65)
+    client.delete_run(cb.children["b"])  # the named run is gone: ranked among those left
+    assert best_trial(uri, name="s1").trial_id == "a"
+    cb.close()
