@@ -1,0 +1,148 @@
+"""Which strategy should orch default to? The search suite's records against issue 19's goal.
+
+    python bench/suite_verdict.py bench/data/search_suite/suite_seed*.json \
+        bench/data/search_suite/suite_more_seed*.json bench/data/search_suite/field_suite_seeds*.json
+
+For each candidate (``--candidates``, default every strategy of orch's own runs) it prints:
+
+- its mean rank of the medians over the suite, among orch's strategies only (the field's
+  optimisers have no MELD row, and the default can only be one of orch's);
+- how often it has the best mean rank when each (benchmark, strategy)'s seeds are resampled
+  with replacement (``--bootstrap`` resamples): the margin the seeds can see;
+- the goal's three checks: a higher median than both ``--versus`` strategies (random + ASHA and
+  TPE + ASHA) on how many LCBench tasks; its largest gap below the best median of any strategy
+  (the field's included) on any benchmark; and the median over benchmarks of its ratio, the
+  share of the budget its median seed needed to reach the reference's median final best
+  (``inf``: it did not, on that benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench is there
+
+from bench.suite_plots import load_runs  # noqa: E402
+
+VERSUS = ("random+asha", "tpe+asha")
+GOAL = {"wins": 6, "gap": 0.3, "ratio": 0.15}
+"""Issue 19: higher median than both VERSUS on >= 6 of 8 LCBench tasks, never more than 0.3
+below the best median, the median benchmark's ratio <= 0.15."""
+
+
+def group(runs: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """benchmark -> strategy -> its runs (one per seed)."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for run in runs:
+        out.setdefault(run["benchmark"], {}).setdefault(run["strategy"], []).append(run)
+    return out
+
+
+def mean_ranks(medians: dict[str, dict[str, float]], strategies: list[str]) -> dict[str, float]:
+    """Mean over benchmarks of each strategy's rank among ``strategies`` (1: the highest
+    median; ties share the mean of their ranks). Benchmarks lacking one of them are skipped."""
+    ranks: dict[str, list[float]] = {s: [] for s in strategies}
+    for per_strategy in medians.values():
+        if not all(s in per_strategy for s in strategies):
+            continue
+        values = sorted((per_strategy[s] for s in strategies), reverse=True)
+        for s in strategies:
+            tied = [i + 1 for i, v in enumerate(values) if v == per_strategy[s]]
+            ranks[s].append(statistics.mean(tied))
+    return {s: statistics.mean(r) if r else math.nan for s, r in ranks.items()}
+
+
+def bootstrap_best(
+    grouped: dict[str, dict[str, list[dict]]], strategies: list[str], n: int, seed: int = 0
+) -> dict[str, float]:
+    """Share of ``n`` seed resamples in which each strategy has the best mean rank (a tie for
+    best is split between those tied)."""
+    rng = random.Random(seed)
+    wins = dict.fromkeys(strategies, 0.0)
+    for _ in range(n):
+        medians = {
+            bench: {s: statistics.median(rng.choices([r["best"] for r in rs], k=len(rs)))
+                    for s, rs in per.items() if s in strategies}
+            for bench, per in grouped.items()
+        }  # fmt: skip
+        ranks = mean_ranks(medians, strategies)
+        low = min(ranks.values())
+        best = [s for s, r in ranks.items() if r == low]
+        for s in best:
+            wins[s] += 1 / len(best)
+    return {s: w / n for s, w in wins.items()}
+
+
+def ratio(runs: list[dict], target: float) -> float:
+    """Trial-epochs the median seed needed to reach ``target``, over the budget (inf: never)."""
+    reach = [next((i + 1 for i, v in enumerate(r["anytime"]) if v >= target), math.inf)
+             for r in runs]  # fmt: skip
+    return statistics.median(reach) / statistics.median(r["budget"] for r in runs)
+
+
+def verdict(runs: list[dict], candidates: list[str] | None, reference: str, n: int) -> list[dict]:
+    grouped = group(runs)
+    orch = sorted({r["strategy"] for r in runs if not r.get("producer")})
+    candidates = candidates or orch
+    medians = {b: {s: statistics.median(r["best"] for r in rs) for s, rs in per.items()}
+               for b, per in grouped.items()}  # fmt: skip
+    ranks = mean_ranks(medians, orch)
+    shares = bootstrap_best(grouped, orch, n) if n else {}
+    rows = []
+    for strategy in candidates:
+        wins, gaps, ratios = 0, {}, []
+        for bench, per in grouped.items():
+            if strategy not in per:
+                continue
+            mine = medians[bench][strategy]
+            gaps[bench] = max(medians[bench].values()) - mine
+            if bench.startswith("lcbench:") and all(
+                v in per and mine > medians[bench][v] for v in VERSUS if v != strategy
+            ):
+                wins += 1
+            if reference in per:
+                target = statistics.median_low(r["best"] for r in per[reference])
+                ratios.append(ratio(per[strategy], target))
+        worst = max(gaps, key=gaps.get)
+        rows.append({"strategy": strategy, "mean_rank": ranks.get(strategy, math.nan),
+                     "p_best": shares.get(strategy, math.nan),
+                     "tasks": sum(b.startswith("lcbench:") for b in gaps), "wins": wins,
+                     "worst_gap": gaps[worst], "worst_at": worst,
+                     "median_ratio": statistics.median(ratios) if ratios else math.nan,
+                     "meets_goal": wins >= GOAL["wins"] and gaps[worst] <= GOAL["gap"]
+                     and ratios and statistics.median(ratios) <= GOAL["ratio"]})  # fmt: skip
+    return sorted(rows, key=lambda r: (math.isnan(r["mean_rank"]), r["mean_rank"]))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", type=Path, nargs="+", help="Saved suite traces.")
+    parser.add_argument("--candidates", nargs="+", default=None)
+    parser.add_argument("--reference", default="random")
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.json if not p.is_file()]
+    if missing:
+        raise SystemExit(f"error: no such file: {', '.join(missing)}")
+    rows = verdict(load_runs(args.json), args.candidates, args.reference, args.bootstrap)
+    w = max(len(r["strategy"]) for r in rows) + 2
+    print(f"{'strategy':<{w}}{'mean rank':>10}{'P(best)':>9}{'wins':>7}  "
+          f"{'worst gap (where)':<30}{'median ratio':>13}  goal")  # fmt: skip
+    for r in rows:
+        where = f"{r['worst_gap']:.2f} ({r['worst_at']})"
+        print(f"{r['strategy']:<{w}}{r['mean_rank']:>10.2f}{r['p_best']:>9.2f}"
+              f"{r['wins']:>4}/{r['tasks']:<2} {where:<30}{r['median_ratio']:>13.2f}  "
+              f"{'met' if r['meets_goal'] else 'not met'}")  # fmt: skip
+    print(f"mean rank and P(best) among orch's own strategies ({args.bootstrap} seed resamples); "
+          f"wins: tasks with a higher median than {' and '.join(VERSUS)}; goal: wins >= "
+          f"{GOAL['wins']}, gap <= {GOAL['gap']}, median ratio <= {GOAL['ratio']}")  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    main()
