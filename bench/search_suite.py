@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import statistics
 import sys
 import tempfile
@@ -209,7 +210,7 @@ def print_summary(tables: dict[str, list[dict]], mean_ranks: dict[str, float], r
 
 
 def provenance(argv: list[str], wall: float, commit: str) -> dict:
-    return {"command": " ".join(["python", "bench/search_suite.py", *argv]),
+    return {"command": shlex.join(["python", "bench/search_suite.py", *argv]),
             "commit": commit, "wall_s": round(wall, 1),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
             "load_avg_start": os.getloadavg()[0]}  # fmt: skip
