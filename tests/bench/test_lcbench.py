@@ -66,3 +66,17 @@ def test_a_missing_folder_or_task_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("ORCH_LCBENCH_DIR")
     with pytest.raises(LCBenchError, match="LCBench has no task '42'; its tasks: "):
         LCBenchSpace("42")
+
+
+def test_fidelity_table_ranks_rungs_against_the_final_best():
+    """bench/lcbench_fidelity.py: Spearman with tied ranks, and a task's table computed from
+    the surrogate's own curves (epoch 27 ranks the final best better than epoch 1)."""
+    from bench.lcbench_fidelity import spearman, task_table
+
+    a = np.array([1.0, 2.0, 2.0, 3.0])
+    assert spearman(a, a * 10) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])) == pytest.approx(0.5)
+    row = task_table("126025", configs=40, seed=0)
+    assert row["spearman_e27"] > row["spearman_e1"]
+    assert all(0 <= row[f"top5_kept_e{r}"] <= 1 for r in (1, 3, 9, 27))
