@@ -119,12 +119,42 @@ def verdict(runs: list[dict], candidates: list[str] | None, reference: str, n: i
     return sorted(rows, key=lambda r: (math.isnan(r["mean_rank"]), r["mean_rank"]))
 
 
+def markdown(runs: list[dict], reference: str) -> str:
+    """The README's table: per strategy, its median final best per benchmark, the median
+    benchmark's ratio, and its mean rank among all strategies over the LCBench tasks and
+    among orch's own over the whole suite."""
+    grouped = group(runs)
+    benches = sorted(grouped, key=lambda b: (b == "meld", int(b.split(":")[1]) if ":" in b else 0))
+    medians = {b: {s: statistics.median(r["best"] for r in rs) for s, rs in per.items()}
+               for b, per in grouped.items()}  # fmt: skip
+    strategies = sorted({r["strategy"] for r in runs})
+    orch = [s for s in strategies if not any(r.get("producer") for r in runs if r["strategy"] == s)]
+    lcbench = {b: m for b, m in medians.items() if b.startswith("lcbench:")}
+    all_ranks, orch_ranks = mean_ranks(lcbench, strategies), mean_ranks(medians, orch)
+    ratios = {}
+    for s in strategies:
+        per = [ratio(grouped[b][s], statistics.median_low(r["best"] for r in grouped[b][reference]))
+               for b in benches if s in grouped[b] and reference in grouped[b]]  # fmt: skip
+        ratios[s] = statistics.median(per) if per else math.nan
+    head = ["strategy", *(b.replace("lcbench:", "") for b in benches), "ratio (median task)",
+            "rank, all (LCBench)", "rank, orch (suite)"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in sorted(strategies, key=lambda s: all_ranks[s]):
+        cells = [f"**{m:.2f}**" if (m := medians[b].get(s)) == max(medians[b].values())
+                 else f"{m:.2f}" if m is not None else "-" for b in benches]  # fmt: skip
+        orch_rank = f"{orch_ranks[s]:.2f}" if s in orch_ranks else "-"
+        lines.append("| " + " | ".join([s, *cells, f"{ratios[s]:.2f}", f"{all_ranks[s]:.2f}",
+                                        orch_rank]) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, nargs="+", help="Saved suite traces.")
     parser.add_argument("--candidates", nargs="+", default=None)
     parser.add_argument("--reference", default="random")
     parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--markdown", action="store_true", help="Also print the README table.")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.json if not p.is_file()]
     if missing:
@@ -141,6 +171,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"mean rank and P(best) among orch's own strategies ({args.bootstrap} seed resamples); "
           f"wins: tasks with a higher median than {' and '.join(VERSUS)}; goal: wins >= "
           f"{GOAL['wins']}, gap <= {GOAL['gap']}, median ratio <= {GOAL['ratio']}")  # fmt: skip
+    if args.markdown:
+        print("\n" + markdown(load_runs(args.json), args.reference))
     return rows
 
 

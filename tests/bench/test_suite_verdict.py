@@ -65,8 +65,12 @@ def test_bootstrap_splits_a_tie_and_sees_the_seeds():
 def test_the_cli_reads_files_and_names_a_missing_one(tmp_path, capsys):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"runs": [run("meld", s, 0, v) for s, v in (("a", 1), ("c", 2))]}))
-    rows = main([str(path), "--bootstrap", "10"])
+    rows = main([str(path), "--bootstrap", "10", "--markdown"])
     assert [r["strategy"] for r in rows] == ["c", "a"]
-    assert "not met" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not met" in out
+    table = out[out.index("| strategy") :].splitlines()  # best median in bold, c ranked first
+    assert table[0].startswith("| strategy | meld |")
+    assert table[2].startswith("| c | **2.00** |") and table[3].startswith("| a | 1.00 |")
     with pytest.raises(SystemExit, match="no such file: .*nope"):
         main([str(tmp_path / "nope.json")])
