@@ -139,7 +139,12 @@ def markdown(runs: list[dict], reference: str) -> str:
     head = ["strategy", *(b.replace("lcbench:", "") for b in benches), "ratio (median task)",
             "rank, all (LCBench)", "rank, orch (suite)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in sorted(strategies, key=lambda s: all_ranks[s]):
+
+    def order(s):  # by the LCBench rank, then orch's (a suite of MELD alone has only that)
+        return tuple(math.inf if math.isnan(r) else r
+                     for r in (all_ranks[s], orch_ranks.get(s, math.nan)))  # fmt: skip
+
+    for s in sorted(strategies, key=order):
         cells = [f"**{m:.2f}**" if (m := medians[b].get(s)) == max(medians[b].values())
                  else f"{m:.2f}" if m is not None else "-" for b in benches]  # fmt: skip
         orch_rank = f"{orch_ranks[s]:.2f}" if s in orch_ranks else "-"
