@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import shlex
+import shutil
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from orchestrator.options import (
     dataclass_parameters,
     option_name,
 )
+from orchestrator.tracking.journal import journal_dir, journal_path
 from orchestrator.tracking.runs import FIDELITY_TAG, fidelity
 from orchestrator.tracking.writer import MlflowWriter
 from trainable.config import DialogueTRMConfig, TrainConfig
@@ -167,7 +171,10 @@ def train(
     except ValueError as error:
         raise fail(str(error), USAGE) from None
 
-    writer = MlflowWriter(tracking_uri)
+    # A tracking server that goes away mid-run costs nothing: writes are kept in order in
+    # mlruns/journal/<name>.jsonl and replayed when it answers (or by `orch sync <name>`).
+    name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    writer = MlflowWriter(tracking_uri, journal=journal_path(name))
     params = run_params(dataset, data_dir, max_dialogues, trainer.model.config, train_cfg)
     params.update(label=label, num_parameters=trainer.model.num_parameters(), **memory_params)
     run_id = writer.start_run(
@@ -179,8 +186,16 @@ def train(
         params=params,
     )
 
-    scratch = None if output else tempfile.TemporaryDirectory(prefix="orch-train-")
-    work = Path(output) if output else Path(scratch.name)
+    # Checkpoints go to --output, else to a scratch folder removed at the end. With a server,
+    # that folder sits beside the journal: a kept upload names its files, which must outlast
+    # the run until they are replayed.
+    if output:
+        work = Path(output)
+    elif writer.journal_on:  # `orch sync` removes it once the writes are replayed
+        work = journal_dir() / f"{name}.files"
+        work.mkdir(parents=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="orch-train-"))
     status = "FAILED"
     try:
         best = _fit(trainer, writer, run_id, work, err)
@@ -191,17 +206,27 @@ def train(
         raise fail("interrupted; the MLflow run is marked KILLED", 130) from None
     finally:
         writer.end_run(run_id, status)
-        if scratch is not None:
-            scratch.cleanup()
+        waiting = writer.settle()  # one more try; else where the writes are and what to run
+        if waiting:
+            print(f"warning: {waiting}", file=sys.stderr)  # one line, never wrapped
+        if not output:  # scratch: all of it, or what no kept write needs
+            shutil.rmtree(work / "last" if waiting else work, ignore_errors=True)
+    run_id = writer.resolve(run_id)  # a run created offline has its real id once replayed
     _summary(out, trainer, best, run_id)
     if json_out:
+        where = (
+            str(work / "best")
+            if waiting
+            else f"{writer.client.get_run(run_id).info.artifact_uri}/best_checkpoint"
+        )
         result = {
             "dataset": dataset,
             "run_id": run_id,
             "best_epoch": best["epoch"],
             "dev": {k[4:]: v for k, v in best.items() if k.startswith("dev_")},
             "test": {k[5:]: v for k, v in best.items() if k.startswith("test_")},
-            "checkpoint": f"{writer.client.get_run(run_id).info.artifact_uri}/best_checkpoint",
+            "checkpoint": where,
+            **({"tracking": "kept in " + str(journal_path(name))} if waiting else {}),
         }
         print(json.dumps(result))
 

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.tracking.journal import Journal, answers, journals, public_uri
 from orchestrator.tracking.store import resolve_tracking_uri
@@ -35,12 +37,15 @@ def sync_journal(journal: Journal, tracking_uri: str | None = None) -> Synced:
     writer = MlflowWriter(uri, journal=journal.path)
     replayed = writer.replay() if waiting else 0
     left = writer.waiting()
+    if not left:  # `orch train` kept its checkpoint files here for a kept upload: done with
+        shutil.rmtree(Path(journal.path).with_suffix(".files"), ignore_errors=True)
     refused = waiting - replayed - left
     return Synced(journal.search, public_uri(uri), replayed, refused, left)
 
 
 def describe(synced: Synced, path) -> str:
-    line = f"search {synced.search}: {synced.replayed} kept writes replayed to {synced.uri}"
+    what = "run" if synced.search.startswith("train-") else "search"  # orch train's journals
+    line = f"{what} {synced.search}: {synced.replayed} kept writes replayed to {synced.uri}"
     if synced.refused:
         line += f"; {synced.refused} refused by the server (reasons in {path})"
     if synced.left:

@@ -103,6 +103,12 @@ class MlflowWriter:
         return self._kept
 
     @property
+    def journal_on(self) -> bool:
+        """Whether a write that cannot reach the server would be kept (a server URI and a
+        journal), not raised."""
+        return bool(self.journal) and journal_mod.journaled(self._uri)
+
+    @property
     def offline(self) -> bool:
         """Whether writes are being kept (the server was away at the last try)."""
         kept = self._journal()
