@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from bench.suite_plots import load_runs  # noqa: E402
 
 VERSUS = ("random+asha", "tpe+asha")
+DEFAULT = "random+asha"  # orch's default before issue 19: what a new one must beat
 GOAL = {"wins": 6, "gap": 0.3, "ratio": 0.15}
 """Issue 19: higher median than both VERSUS on >= 6 of 8 LCBench tasks, never more than 0.3
 below the best median, the median benchmark's ratio <= 0.15."""
@@ -58,12 +59,18 @@ def mean_ranks(medians: dict[str, dict[str, float]], strategies: list[str]) -> d
 
 
 def bootstrap_best(
-    grouped: dict[str, dict[str, list[dict]]], strategies: list[str], n: int, seed: int = 0
-) -> dict[str, float]:
+    grouped: dict[str, dict[str, list[dict]]],
+    strategies: list[str],
+    n: int,
+    seed: int = 0,
+    against: str | None = None,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, float]]:
     """Share of ``n`` seed resamples in which each strategy has the best mean rank (a tie for
-    best is split between those tied)."""
+    best is split between those tied). With ``against``, also each strategy's share of
+    resamples in which its mean rank is better than ``against``'s (a tie counts half)."""
     rng = random.Random(seed)
     wins = dict.fromkeys(strategies, 0.0)
+    ahead = dict.fromkeys(strategies, 0.0)
     for _ in range(n):
         medians = {
             bench: {s: statistics.median(rng.choices([r["best"] for r in rs], k=len(rs)))
@@ -75,7 +82,12 @@ def bootstrap_best(
         best = [s for s, r in ranks.items() if r == low]
         for s in best:
             wins[s] += 1 / len(best)
-    return {s: w / n for s, w in wins.items()}
+        for s in strategies if against in ranks else ():
+            ahead[s] += (
+                1.0 if ranks[s] < ranks[against] else 0.5 if ranks[s] == ranks[against] else 0
+            )
+    shares = {s: w / n for s, w in wins.items()}
+    return shares if against is None else (shares, {s: a / n for s, a in ahead.items()})
 
 
 def ratio(runs: list[dict], target: float) -> float:
@@ -92,7 +104,7 @@ def verdict(runs: list[dict], candidates: list[str] | None, reference: str, n: i
     medians = {b: {s: statistics.median(r["best"] for r in rs) for s, rs in per.items()}
                for b, per in grouped.items()}  # fmt: skip
     ranks = mean_ranks(medians, orch)
-    shares = bootstrap_best(grouped, orch, n) if n else {}
+    shares, ahead = bootstrap_best(grouped, orch, n, against=DEFAULT) if n else ({}, {})
     rows = []
     for strategy in candidates:
         wins, gaps, ratios = 0, {}, []
@@ -111,6 +123,7 @@ def verdict(runs: list[dict], candidates: list[str] | None, reference: str, n: i
         worst = max(gaps, key=gaps.get)
         rows.append({"strategy": strategy, "mean_rank": ranks.get(strategy, math.nan),
                      "p_best": shares.get(strategy, math.nan),
+                     "p_ahead": ahead.get(strategy, math.nan),
                      "tasks": sum(b.startswith("lcbench:") for b in gaps), "wins": wins,
                      "worst_gap": gaps[worst], "worst_at": worst,
                      "median_ratio": statistics.median(ratios) if ratios else math.nan,
@@ -166,11 +179,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"error: no such file: {', '.join(missing)}")
     rows = verdict(load_runs(args.json), args.candidates, args.reference, args.bootstrap)
     w = max(len(r["strategy"]) for r in rows) + 2
-    print(f"{'strategy':<{w}}{'mean rank':>10}{'P(best)':>9}{'wins':>7}  "
+    print(f"{'strategy':<{w}}{'mean rank':>10}{'P(best)':>9}{'P(>' + DEFAULT + ')':>18}{'wins':>7}  "
           f"{'worst gap (where)':<30}{'median ratio':>13}  goal")  # fmt: skip
     for r in rows:
         where = f"{r['worst_gap']:.2f} ({r['worst_at']})"
-        print(f"{r['strategy']:<{w}}{r['mean_rank']:>10.2f}{r['p_best']:>9.2f}"
+        print(f"{r['strategy']:<{w}}{r['mean_rank']:>10.2f}{r['p_best']:>9.2f}{r['p_ahead']:>18.2f}"
               f"{r['wins']:>4}/{r['tasks']:<2} {where:<30}{r['median_ratio']:>13.2f}  "
               f"{'met' if r['meets_goal'] else 'not met'}")  # fmt: skip
     print(f"mean rank and P(best) among orch's own strategies ({args.bootstrap} seed resamples); "

@@ -58,8 +58,9 @@ def test_bootstrap_splits_a_tie_and_sees_the_seeds():
     assert bootstrap_best(group(runs), ["a", "c"], 20) == {"a": 0.5, "c": 0.5}
     noisy = [run("b", "a", s, v) for s, v in enumerate([0.0, 2.0, 2.0, 0.0, 2.0])]
     noisy += [run("b", "c", s, 1.0) for s in range(5)]
-    share = bootstrap_best(group(noisy), ["a", "c"], 400)
+    share, ahead = bootstrap_best(group(noisy), ["a", "c"], 400, against="c")
     assert 0.5 < share["a"] < 0.95  # a's median is 2 but resamples often draw 0s
+    assert ahead["a"] == share["a"] and ahead["c"] == 0.5  # two strategies: ahead = best
 
 
 def test_the_cli_reads_files_and_names_a_missing_one(tmp_path, capsys):
