@@ -120,10 +120,12 @@ def plan(settings, space, splits, constants: dict, disk=None, trial_time: str | 
         "mode": settings.mode,
         "sampler": settings.sampler,
         "seed": settings.seed,
-        "startup_trials": settings.startup_trials if settings.sampler != "random" else None,
+        # random draws at random throughout, bohb by its own rule: only tpe and gp start so
+        "startup_trials": settings.startup_trials if settings.sampler in ("tpe", "gp") else None,
         "scheduler": settings.scheduler,
         "grace_period": settings.grace_period,
         "reduction_factor": settings.reduction_factor,
+        "brackets": settings.brackets,
         "tie_metric": settings.tie_metric,
         "trials": settings.trials,
         "budget": settings.budget,
@@ -175,11 +177,15 @@ def lines(p: dict) -> list[str]:
     strategy = f"{p['sampler']} sampling, seed {p['seed']}"
     if p["startup_trials"]:
         strategy += f" ({p['startup_trials']} random configs first)"
+    if p["sampler"] == "bohb":
+        strategy += " (TPE on the highest rung with enough scores, a third at random)"
     if p["scheduler"] == "asha":
         strategy += (
             f"; ASHA stops weak trials: every trial gets {_epochs(p['grace_period'])}, then 1 in "
             f"{number(p['reduction_factor'])} goes on at each rung (ties by {p['tie_metric']})"
         )
+        if p.get("brackets", 1) > 1:  # a plan saved before brackets has none
+            strategy += f"; {p['brackets']} brackets (grace x rf^0..{p['brackets'] - 1})"
     else:
         strategy += "; every trial runs all its epochs"
     row("strategy", strategy)

@@ -37,6 +37,16 @@ def test_the_plan_is_lines_a_person_reads():
     assert any(line.split()[:4] == ["k", "1", "..", "8"] for line in lines)
 
 
+def test_the_plan_says_how_bohb_and_brackets_work():
+    text, _ = dry_run("--dataset", "synthetic", "--quick", "--sampler", "bohb", "--brackets", "3")
+    strategy = " ".join(text.split())  # the row may wrap
+    assert "bohb sampling" in strategy and "random configs first" not in strategy
+    assert "TPE on the highest rung with enough scores" in strategy
+    assert "3 brackets (grace x rf^0..2)" in strategy
+    tpe, _ = dry_run("--dataset", "synthetic", "--quick", "--sampler", "tpe")
+    assert "10 random configs first" in " ".join(tpe.split()) and "brackets" not in tpe
+
+
 def test_the_plan_as_json_has_typed_ranges():
     text, _ = dry_run("--dataset", "synthetic", "--quick", "--seed", "7", "--json")
     plan = json.loads(text)
