@@ -19,6 +19,7 @@ sqlite store (its last lines are shown if the server fails), without the access 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -88,13 +89,18 @@ def ui(
     base = base_url(host, port)
     where = f"; server log: {log}" if log else ""
     print(f"MLflow UI for {uri} at {base} (Ctrl-C stops it{where})", file=sys.stderr, flush=True)
-    code = serve(
-        command,
-        env,
-        lambda: answers(reachable(host), port),
-        lambda: links(client, base),
-        log=log,
-    )
+    marker = ui_links.ui_marker(uri)  # so `orch best`/`search` link here, whatever the port
+
+    def announce() -> list[str]:
+        if marker is not None:
+            marker.write_text(json.dumps({"url": base, "pid": os.getpid()}) + "\n")
+        return links(client, base)
+
+    try:
+        code = serve(command, env, lambda: answers(reachable(host), port), announce, log=log)
+    finally:
+        if marker is not None and ui_links.running_ui(uri) == base:  # ours, not a newer one's
+            marker.unlink(missing_ok=True)
     raise typer.Exit(code)
 
 

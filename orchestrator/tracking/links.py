@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from orchestrator.tracking.runs import KIND_TAG, SEARCH_TAG, STATE_TAG
+from orchestrator.tracking.store import sqlite_file
 
 WORKFLOW = {"workflowType": "machine_learning"}
 VIEW_TAG = "mlflow.sharedViewState."
@@ -30,12 +32,35 @@ DEFAULT_UI = "http://127.0.0.1:5000"  # `orch ui` with its default --port
 MAX_PARAM_COLUMNS = 8  # the searched parameters shown beside the metrics
 
 
+def ui_marker(tracking_uri: str) -> Path | None:
+    """Where a running ``orch ui`` for a sqlite store says its address: ``ui.json`` beside
+    the database (git-ignored with it); None for other stores."""
+    db = sqlite_file(tracking_uri)
+    return db.parent / "ui.json" if db is not None else None
+
+
+def running_ui(tracking_uri: str) -> str | None:
+    """The address of the ``orch ui`` serving ``tracking_uri`` now, if one does (its marker
+    names a live process); a stale marker is ignored."""
+    marker = ui_marker(tracking_uri)
+    try:
+        seen = json.loads(marker.read_text()) if marker is not None else None
+        os.kill(int(seen["pid"]), 0)  # ProcessLookupError: that orch ui is gone
+        return str(seen["url"])
+    except PermissionError:  # alive, another user's
+        return str(seen["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def ui_base(tracking_uri: str) -> str:
     """Where the UI for ``tracking_uri`` is: a tracking server serves its own UI; the embedded
-    store is served by ``orch ui`` (``$ORCH_UI_URL`` when it runs elsewhere)."""
+    store is served by ``orch ui``: ``$ORCH_UI_URL`` when set, else the address of the one
+    running (whatever its --port), else its default address."""
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri.rstrip("/")
-    return os.environ.get(UI_ENV, DEFAULT_UI).rstrip("/")
+    base = os.environ.get(UI_ENV) or running_ui(tracking_uri) or DEFAULT_UI
+    return base.rstrip("/")
 
 
 def served_by_orch(tracking_uri: str) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.tracking.links import DEFAULT_UI, ui_base, ui_marker
 from tests.orchestrator.processes import free_port, start_group, wait_for
 
 STARTUP_S = 90  # the server starts in a few seconds; this only bounds a broken start
@@ -200,6 +201,8 @@ def test_signal_to_orch_alone_stops_the_server_and_its_children(tmp_path, signum
             assert status == 200 and body["run"]["data"]["tags"]
         else:
             assert f"MLflow UI: {base} (no search recorded yet)\n" in output, output
+        # While it runs, links orch prints for this store point at this port, not 5000's.
+        assert ui_base(uri) == base and json.loads(ui_marker(uri).read_text())["pid"] == proc.pid
 
         os.kill(proc.pid, signum)  # the orch process only, not its group
         code = proc.wait(timeout=60)  # orch's grace before SIGKILL is 10 s: a hang guard
@@ -214,8 +217,28 @@ def test_signal_to_orch_alone_stops_the_server_and_its_children(tmp_path, signum
         output = log.read_text(errors="replace")
         assert "Traceback" not in output, output[-3000:]
         assert "did not stop within" not in output, output[-3000:]  # no SIGKILL was needed
+        assert not ui_marker(uri).exists() and ui_base(uri) == DEFAULT_UI
     finally:
         stop_everything(proc, server)
+
+
+def test_links_follow_a_running_orch_ui_and_ignore_a_stale_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("ORCH_UI_URL", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    marker = ui_marker(uri)
+    assert marker == tmp_path / "ui.json" and ui_base(uri) == DEFAULT_UI
+    marker.write_text(json.dumps({"url": "http://127.0.0.1:5123", "pid": os.getpid()}))
+    assert ui_base(uri) == "http://127.0.0.1:5123"
+    monkeypatch.setenv("ORCH_UI_URL", "http://elsewhere:80/")  # the user's word wins
+    assert ui_base(uri) == "http://elsewhere:80"
+    monkeypatch.delenv("ORCH_UI_URL")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    marker.write_text(json.dumps({"url": "http://127.0.0.1:5123", "pid": int(gone.stdout)}))
+    assert ui_base(uri) == DEFAULT_UI  # that orch ui has exited
+    marker.write_text("{half a file")
+    assert ui_base(uri) == DEFAULT_UI
+    assert ui_base("http://server:5000/") == "http://server:5000"  # a server serves its own
 
 
 @pytest.mark.timeout(60)
