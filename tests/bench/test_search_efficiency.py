@@ -19,8 +19,8 @@ TABLE = REPO / "tests" / "data" / "tiny_curves.json"
 
 @pytest.mark.timeout(300)
 def test_two_seed_smoke_comparison(tmp_path):
-    strategies = ["random", "random+asha"]
-    labels = ["random", "random+asha (orch)"]  # orch search's defaults are marked
+    strategies = ["random", "bohb+asha"]
+    labels = ["random", "bohb+asha (orch)"]  # orch search's defaults are marked
     out, png = tmp_path / "runs.json", tmp_path / "anytime.png"
     done = subprocess.run(
         [sys.executable, "bench/search_efficiency.py", "--table", str(TABLE), "--seeds", "2",

@@ -30,7 +30,7 @@ def test_the_plan_is_lines_a_person_reads():
     assert "MemoryBounds" not in text and "functools" not in text
     rows = {line.split()[0]: line for line in lines if line.startswith("  ") and line[2] != " "}
     assert set(rows) >= {"data", "space", "fixed", "strategy", "length", "goal", "per", "disk"}
-    assert "random sampling, seed 7" in rows["strategy"]
+    assert "bohb sampling, seed 7" in rows["strategy"]  # the default sampler
     assert "40 trials of up to 2 epochs (at most 80 trial-epochs)" in rows["length"]
     # Every sampled dimension on its own line, with its range.
     assert any(line.split()[:4] == ["lr", "0.0003", "..", "0.01,"] for line in lines)

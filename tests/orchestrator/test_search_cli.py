@@ -63,7 +63,7 @@ CHATTER = (
 def test_a_search_says_its_seed_and_holds_no_library_chatter(searched):
     err = STDERR["search"]
     assert [c for c in CHATTER if c in err] == []
-    start = re.search(r"^search smoke: 5 trials, random \+ asha, seed (\d+) ", err, re.M)
+    start = re.search(r"^search smoke: 5 trials, bohb \+ asha, seed (\d+) ", err, re.M)
     assert start, err[-2000:]
     seed = start.group(1)
     assert re.search(rf"^search smoke finished: .*trial-epochs; seed {seed}$", err, re.M), err
