@@ -130,7 +130,7 @@ def test_links_open_the_runs_table_with_the_metric_columns(searched, ui):
     best_id = parent.data.tags["orch.best_trial_id"]
     assert f"orch search {NAME} on synthetic" in search_page, search_page[:3000]
     assert f"Best trial {best_id}" in search_page, search_page[:3000]
-    assert "sampler: random; scheduler: asha" in search_page, search_page[:3000]
+    assert "sampler: bohb; scheduler: asha" in search_page, search_page[:3000]
     assert not [g for g in GENAI if g in search_page], search_page[:3000]
 
     # orch best's and orch ui's best trial: that trial's run page, with its metrics.
