@@ -238,13 +238,12 @@ def main(argv: list[str] | None = None) -> dict:
                         help="Merge and summarise these saved traces instead of searching.")  # fmt: skip
     args = parser.parse_args(argv)
     if args.from_json:
-        merged = {}
-        for path in args.from_json:  # a search saved twice (a part rerun) counts once
-            for run in json.loads(path.read_text())["runs"]:
-                merged[(run["benchmark"], run["strategy"], run["seed"], run["concurrency"])] = run
-        tables, ranks = summarise(list(merged.values()), args.reference)
+        from bench.suite_plots import load_runs
+
+        runs = load_runs(args.from_json)  # a search saved twice (a part rerun) counts once
+        tables, ranks = summarise(runs, args.reference)
         print_summary(tables, ranks, args.reference)
-        return {"runs": list(merged.values()), "tables": tables, "mean_ranks": ranks}
+        return {"runs": runs, "tables": tables, "mean_ranks": ranks}
     if args.suite == (args.benchmark is not None):
         raise SystemExit("error: give --suite or --benchmark (one of them)")
     unknown = set(args.strategies) - {s.name for s in STRATEGIES}

@@ -30,6 +30,14 @@ def load_runs(paths: list[Path]) -> list[dict]:
     return list(merged.values())
 
 
+def group(runs: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """benchmark -> strategy -> its runs (one per seed)."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for run in runs:
+        out.setdefault(run["benchmark"], {}).setdefault(run["strategy"], []).append(run)
+    return out
+
+
 def curve(anytime: list[float], budget: int) -> np.ndarray:
     """Best so far after trial-epochs 1..budget: the trace cut at the budget, or held at its
     last value when the search spent less (NaN before the first report)."""
@@ -47,15 +55,15 @@ def quartile_curves(runs: list[dict], budget: int) -> np.ndarray:
     return np.nanpercentile(stacked, [25, 50, 75], axis=0)
 
 
-def plot_benchmark(name: str, runs: list[dict], reference: str, out: Path, skip: float) -> Path:
+def plot_benchmark(
+    name: str, by_strategy: dict[str, list[dict]], reference: str, out: Path, skip: float
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_strategy: dict[str, list[dict]] = {}
-    for run in runs:
-        by_strategy.setdefault(run["strategy"], []).append(run)
+    runs = [r for seeds in by_strategy.values() for r in seeds]
     budget = int(statistics.median(r["budget"] for r in runs))
     x = np.arange(1, budget + 1)
     order = sorted(by_strategy, key=lambda s: -statistics.median(r["best"] for r in by_strategy[s]))
@@ -63,11 +71,11 @@ def plot_benchmark(name: str, runs: list[dict], reference: str, out: Path, skip:
     colours = plt.get_cmap("tab20").colors  # 20 before a colour repeats (tab10: 10)
     low = []
     for i, strategy in enumerate(order):
-        group = by_strategy[strategy]
-        q25, q50, q75 = quartile_curves(group, budget)
-        style = "--" if group[0].get("producer") else "-"  # the field's optimisers dashed
+        seeds = by_strategy[strategy]
+        q25, q50, q75 = quartile_curves(seeds, budget)
+        style = "--" if seeds[0].get("producer") else "-"  # the field's optimisers dashed
         colour = colours[2 * i % 20 + (2 * i // 20) % 2]  # dark shades first, then light
-        ax.plot(x, q50, style, lw=1.4, color=colour, label=f"{strategy} ({len(group)} seeds)")
+        ax.plot(x, q50, style, lw=1.4, color=colour, label=f"{strategy} ({len(seeds)} seeds)")
         ax.fill_between(x, q25, q75, color=colour, alpha=0.10, lw=0)
         low.append(np.nanmin(q25[int(skip * budget) :]))
     if reference in by_strategy:
@@ -99,14 +107,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     missing = [str(p) for p in args.json if not p.is_file()]
     if missing:
         raise SystemExit(f"error: no such file: {', '.join(missing)}")
-    runs = load_runs(args.json)
     args.out.mkdir(parents=True, exist_ok=True)
-    by_bench: dict[str, list[dict]] = {}
-    for run in runs:
-        by_bench.setdefault(run["benchmark"], []).append(run)
-    paths = [
-        plot_benchmark(n, rs, args.reference, args.out, args.skip) for n, rs in by_bench.items()
-    ]
+    paths = [plot_benchmark(name, per, args.reference, args.out, args.skip)
+             for name, per in group(load_runs(args.json)).items()]  # fmt: skip
     for path in paths:
         print(path)
     return paths

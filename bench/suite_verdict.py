@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench is there
 
-from bench.suite_plots import load_runs  # noqa: E402
+from bench.suite_plots import group, load_runs  # noqa: E402
 
 VERSUS = ("random+asha", "tpe+asha")
 DEFAULT = "random+asha"  # orch's default before issue 19: what a new one must beat
@@ -36,12 +36,15 @@ GOAL = {"wins": 6, "gap": 0.3, "ratio": 0.15}
 below the best median, the median benchmark's ratio <= 0.15."""
 
 
-def group(runs: list[dict]) -> dict[str, dict[str, list[dict]]]:
-    """benchmark -> strategy -> its runs (one per seed)."""
-    out: dict[str, dict[str, list[dict]]] = {}
-    for run in runs:
-        out.setdefault(run["benchmark"], {}).setdefault(run["strategy"], []).append(run)
-    return out
+def medians_of(grouped: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, float]]:
+    """benchmark -> strategy -> median final best over its seeds."""
+    return {b: {s: statistics.median(r["best"] for r in rs) for s, rs in per.items()}
+            for b, per in grouped.items()}  # fmt: skip
+
+
+def own_strategies(runs: list[dict]) -> list[str]:
+    """orch's strategies: those not run by the field's optimisers (records with a producer)."""
+    return sorted({r["strategy"] for r in runs if not r.get("producer")})
 
 
 def mean_ranks(medians: dict[str, dict[str, float]], strategies: list[str]) -> dict[str, float]:
@@ -99,10 +102,9 @@ def ratio(runs: list[dict], target: float) -> float:
 
 def verdict(runs: list[dict], candidates: list[str] | None, reference: str, n: int) -> list[dict]:
     grouped = group(runs)
-    orch = sorted({r["strategy"] for r in runs if not r.get("producer")})
+    orch = own_strategies(runs)
     candidates = candidates or orch
-    medians = {b: {s: statistics.median(r["best"] for r in rs) for s, rs in per.items()}
-               for b, per in grouped.items()}  # fmt: skip
+    medians = medians_of(grouped)
     ranks = mean_ranks(medians, orch)
     shares, ahead = bootstrap_best(grouped, orch, n, against=DEFAULT) if n else ({}, {})
     rows = []
@@ -138,10 +140,9 @@ def markdown(runs: list[dict], reference: str) -> str:
     among orch's own over the whole suite."""
     grouped = group(runs)
     benches = sorted(grouped, key=lambda b: (b == "meld", int(b.split(":")[1]) if ":" in b else 0))
-    medians = {b: {s: statistics.median(r["best"] for r in rs) for s, rs in per.items()}
-               for b, per in grouped.items()}  # fmt: skip
+    medians = medians_of(grouped)
     strategies = sorted({r["strategy"] for r in runs})
-    orch = [s for s in strategies if not any(r.get("producer") for r in runs if r["strategy"] == s)]
+    orch = own_strategies(runs)
     lcbench = {b: m for b, m in medians.items() if b.startswith("lcbench:")}
     all_ranks, orch_ranks = mean_ranks(lcbench, strategies), mean_ranks(medians, orch)
     ratios = {}
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     missing = [str(p) for p in args.json if not p.is_file()]
     if missing:
         raise SystemExit(f"error: no such file: {', '.join(missing)}")
-    rows = verdict(load_runs(args.json), args.candidates, args.reference, args.bootstrap)
+    runs = load_runs(args.json)
+    rows = verdict(runs, args.candidates, args.reference, args.bootstrap)
     w = max(len(r["strategy"]) for r in rows) + 2
     print(f"{'strategy':<{w}}{'mean rank':>10}{'P(best)':>9}{'P(>' + DEFAULT + ')':>18}{'wins':>7}  "
           f"{'worst gap (where)':<30}{'median ratio':>13}  goal")  # fmt: skip
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"wins: tasks with a higher median than {' and '.join(VERSUS)}; goal: wins >= "
           f"{GOAL['wins']}, gap <= {GOAL['gap']}, median ratio <= {GOAL['ratio']}")  # fmt: skip
     if args.markdown:
-        print("\n" + markdown(load_runs(args.json), args.reference))
+        print("\n" + markdown(runs, args.reference))
     return rows
 
 

@@ -192,8 +192,6 @@ class PruningASHA(AsyncHyperBandScheduler):
             raise ValueError(f"{type(self).__name__} needs a metric and a mode")
         sizes = [len(b._rungs) for b in self._brackets]
         weights = [math.exp(size - max(sizes)) for size in sizes]
-        if not hasattr(self, "_bracket_rng"):  # a scheduler pickled before this existed
-            self._bracket_rng = random.Random()
         chosen = self._bracket_rng.choices(self._brackets, weights=weights)[0]
         self._trial_info[trial.trial_id] = chosen
 
