@@ -14,21 +14,10 @@ import pytest
 
 from orchestrator.tracking.journal import Journal
 from tests.orchestrator.processes import orch, wait_for
-from tests.orchestrator.tracking.test_journal import DEFAULT_RETRIES, HANG_GUARD_S, Server, client
+from tests.orchestrator.tracking.test_journal import DEFAULT_RETRIES, HANG_GUARD_S, client
 
 pytestmark = pytest.mark.slow
 EPOCHS = 8  # long enough that the server is gone well before the run ends
-
-
-@pytest.fixture
-def server(tmp_path):
-    srv = Server(tmp_path / "server")
-    srv.root.mkdir()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def train_runs(url: str) -> list:
