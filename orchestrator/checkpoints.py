@@ -157,6 +157,11 @@ class CheckpointJanitor(Callback):
         self._changed: set = set()  # trials with a new checkpoint or a new status
         self._doomed: list = []  # (filesystem, path) dropped from Tune's lists, still on disk
         self._snapshotted = 0  # how many of _doomed the latest experiment snapshot forgot
+        # Checkpoints whose trainer.pt goes, like _doomed's folders, only once a snapshot no
+        # longer resumes from them: a driver killed before that snapshot resumes the trial
+        # from the one Tune's last snapshot names, which must still be whole.
+        self._to_strip: list = []
+        self._strip_ready = 0  # how many of _to_strip the latest snapshot no longer resumes
         self._dirty = False
         self._trim_all = False
         self._warned = False
@@ -180,14 +185,13 @@ class CheckpointJanitor(Callback):
         # the trial is now an older one, and only the newest is resumed from.
         for result in _kept(trial):
             if result.checkpoint.path != checkpoint.path:
-                self._strip(result.checkpoint)
+                self._strips().append(result.checkpoint)
         self._changed.add(trial)
         self._dirty = True
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         # Completed or stopped by the scheduler: nothing resumes it, weights are what's left.
-        for result in _kept(trial):
-            self._strip(result.checkpoint)
+        self._strips().extend(result.checkpoint for result in _kept(trial))
         self._changed.add(trial)
         self._dirty = True
 
@@ -203,6 +207,7 @@ class CheckpointJanitor(Callback):
     def on_step_end(self, iteration, trials, **info) -> None:
         # After Tune registered the step's checkpoints.
         self._delete_snapshotted(trials)
+        self._strip_snapshotted()
         if getattr(self, "_trim_all", False):  # restored: the snapshot may predate drops
             self._trim_all = False
             self._changed.update(trials)
@@ -222,6 +227,8 @@ class CheckpointJanitor(Callback):
         self.enforce(trials)
         self._snapshotted = len(self._doomed)
         self._delete_snapshotted(trials)
+        self._strip_ready = len(self._strips())
+        self._strip_snapshotted()
 
     # -- keep-N -------------------------------------------------------------------------
 
@@ -268,6 +275,21 @@ class CheckpointJanitor(Callback):
                 logger.warning("could not delete %s: %s", path, error)
 
     # -- the budget ---------------------------------------------------------------------
+
+    _strip_ready = 0  # class defaults: a janitor pickled by an older orch has neither
+
+    def _strips(self) -> list:
+        return self.__dict__.setdefault("_to_strip", [])
+
+    def _strip_snapshotted(self) -> None:
+        self._strips()
+        ready, self._to_strip = (
+            self._to_strip[: self._strip_ready],
+            self._to_strip[self._strip_ready :],
+        )
+        self._strip_ready = 0
+        for checkpoint in ready:
+            self._strip(checkpoint)
 
     def _strip(self, checkpoint) -> None:
         if strip_resume_state(checkpoint):
@@ -363,8 +385,10 @@ class CheckpointJanitor(Callback):
 
     def get_state(self) -> dict:
         # Tune asks while it writes an experiment snapshot, after the trials' JSON: the
-        # folders dropped so far are named by no snapshot from now on.
+        # folders dropped so far are named by no snapshot from now on, and the checkpoints
+        # superseded so far are resumed from by none.
         self._snapshotted = len(self._doomed)
+        self._strip_ready = len(self._strips())
         return {
             "evicted": {k: list(v) for k, v in self.evicted.items()},
             "doomed": [path for _, path in self._doomed],
