@@ -211,6 +211,7 @@ class CheckpointJanitor(Callback):
         if getattr(self, "_trim_all", False):  # restored: the snapshot may predate drops
             self._trim_all = False
             self._changed.update(trials)
+            self._queue_unresumable(trials)
         if self._changed:
             changed, self._changed = self._changed, set()
             for trial in changed:
@@ -290,6 +291,15 @@ class CheckpointJanitor(Callback):
         self._strip_ready = 0
         for checkpoint in ready:
             self._strip(checkpoint)
+
+    def _queue_unresumable(self, trials) -> None:
+        # Strips queued before the driver died are not in the snapshot: queue again what no
+        # restored trial resumes from (all but the latest; all of an ended trial's).
+        for trial in trials:
+            manager = _manager(trial)
+            latest = manager.latest_checkpoint_result if manager is not None else None
+            ended = trial.status == "TERMINATED"
+            self._strips().extend(r.checkpoint for r in _kept(trial) if ended or r is not latest)
 
     def _strip(self, checkpoint) -> None:
         if strip_resume_state(checkpoint):

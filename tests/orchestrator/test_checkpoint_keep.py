@@ -30,13 +30,30 @@ def checkpoint_paths(trials) -> set[str]:
     return named
 
 
+def resumed_from(trials) -> set[str]:
+    """The checkpoints a driver restarted now would resume from: each unended trial's latest."""
+    latest = (t.run_metadata.checkpoint_manager.latest_checkpoint_result for t in trials
+              if t.status != "TERMINATED")  # fmt: skip
+    return {r.checkpoint.path for r in latest if r is not None}
+
+
 class SnapshotWatcher(Callback):
     """Tune asks callbacks for their state while it writes an experiment snapshot: note what
-    the snapshot names then, and after every step check that all of it is still on disk."""
+    the snapshot names then, and after every step check that all of it is still on disk, and
+    that the checkpoints it resumes from still hold their optimizer state (``trainer.pt``).
+    The latter is checked again as the next snapshot is written: a strip done the moment a
+    checkpoint is superseded would be seen there, before that snapshot forgets it."""
 
     def __init__(self):
         self.snapshots, self.checkpoints, self.checked = 0, 0, 0
         self.trials, self.named, self.missing = [], set(), []
+        self.resumable, self.stripped = set(), []
+
+    def check_resumable(self):
+        for path in self.resumable:
+            self.checked += 1
+            if not (Path(path) / "trainer.pt").is_file():
+                self.stripped.append(path)
 
     def setup(self, **info):
         self.snapshots = 0
@@ -48,8 +65,10 @@ class SnapshotWatcher(Callback):
         self.checkpoints += 1
 
     def get_state(self):
+        self.check_resumable()
         self.snapshots += 1
         self.named = checkpoint_paths(self.trials)
+        self.resumable = resumed_from(self.trials)
         return {"snapshots": self.snapshots}
 
     def on_step_end(self, iteration, trials, **info):
@@ -58,6 +77,7 @@ class SnapshotWatcher(Callback):
             self.checked += 1
             if not Path(path).is_dir():
                 self.missing.append(path)
+        self.check_resumable()
 
 
 def search(tmp_path: Path, keep: int, watcher: Callback) -> Path:
@@ -110,5 +130,51 @@ def test_no_snapshot_names_a_deleted_checkpoint(ray_local, tmp_path, monkeypatch
     experiment = search(tmp_path, keep=1, watcher=watcher)
     assert watcher.snapshots > 9 and watcher.checked > 0
     assert watcher.missing == []
+    assert watcher.stripped == []
     # ... and what was dropped did go: one checkpoint per trial (the best's moved to MLflow).
     assert sorted(epochs_kept(experiment)) == [[], [3], [3]]
+
+
+def test_a_restored_janitor_strips_what_no_trial_resumes_from(tmp_path):
+    """Strips queued when the driver died are not in the snapshot: once restored, the janitor
+    strips every checkpoint but an unended trial's latest, after the next snapshot."""
+    from types import SimpleNamespace
+
+    from ray.tune import Checkpoint
+
+    from orchestrator.checkpoints import CheckpointJanitor
+
+    def result(name: str):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.pt").write_bytes(b"w")
+        (folder / "trainer.pt").write_bytes(b"adam")
+        return SimpleNamespace(checkpoint=Checkpoint.from_directory(str(folder)), metrics={})
+
+    class Trial:  # the fields of a Tune trial the janitor reads; hashable, as Tune's are
+        def __init__(self, status, *results):
+            self.status, self.storage = status, None
+            manager = SimpleNamespace(_checkpoint_results=list(results),
+                                      latest_checkpoint_result=results[-1])  # fmt: skip
+            self.run_metadata = SimpleNamespace(checkpoint_manager=manager)
+
+    trials = [Trial("PENDING", result("a1"), result("a2")), Trial("TERMINATED", result("b1")),
+              Trial("ERROR", result("c1"), result("c2"))]  # fmt: skip
+    janitor = CheckpointJanitor(METRIC, "max", budget_bytes=None)
+    janitor.set_state({"evicted": {}, "doomed": []})
+
+    def whole() -> list[str]:
+        return sorted(p.parent.name for p in tmp_path.glob("*/trainer.pt"))
+
+    janitor.on_step_end(0, trials)
+    assert whole() == ["a1", "a2", "b1", "c1", "c2"]  # the restored snapshot may name them
+    janitor.get_state()
+    janitor.on_step_end(1, trials)
+    assert whole() == ["a2", "c2"]
+    assert sorted(p.parent.name for p in tmp_path.glob("*/model.pt")) == [
+        "a1",
+        "a2",
+        "b1",
+        "c1",
+        "c2",
+    ]
