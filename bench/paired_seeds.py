@@ -2,6 +2,7 @@
 
     python bench/paired_seeds.py                                  # results/meld/seeds/
     python bench/paired_seeds.py --a reference --b searched --json paired.json
+    python bench/paired_seeds.py --a searched --b searched_6ep --markdown   # RESULTS.md rows
 
 Reads the per-seed JSON files ``bench/seed_runs.py`` writes (``CONFIG_seedS.json``: the output
 of ``orch train --json`` plus its command, commit and wall time) and prints, per config, the
@@ -173,12 +174,45 @@ def lines(name_a: str, name_b: str, sa: dict, sb: dict, pair: dict) -> list[str]
     return out
 
 
+def table(folder: Path, names: list[str], runs: list[dict[int, dict]]) -> list[str]:
+    """RESULTS.md's rows: per seed the test weighted F1 linked to its JSON (best dev epoch,
+    wall time), then mean ± sample std. Links are relative to the repository's root (where
+    RESULTS.md is) when the folder is inside it."""
+    seeds = sorted(set().union(*runs))
+    try:
+        base = folder.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        base = folder.as_posix()
+    rows = [
+        "| config | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
+        "|---" * (len(seeds) + 2) + "|",
+    ]
+    for name, config in zip(names, runs, strict=True):
+        cells = []
+        for seed in seeds:
+            record = config.get(seed)
+            if record is None:
+                cells.append("")
+                continue
+            facts = [f"best epoch {record['best_epoch']}"] if "best_epoch" in record else []
+            facts += [f"{record['wall_s']} s"] if "wall_s" in record else []
+            cell = f"[{record['test']['weighted_f1']:.2f}]({base}/{record['_file']})"
+            cells.append(cell + (f" ({'; '.join(facts)})" if facts else ""))
+        f1 = summary(config)["weighted_f1"]
+        mean = f"{f1['mean']:.2f} ± {f1['std']:.2f} ({len(config)} seeds)"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=FOLDER)
     parser.add_argument("--a", default="reference", help="The baseline config.")
     parser.add_argument("--b", default="searched", help="The config compared with it.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the numbers here.")
+    parser.add_argument(
+        "--markdown", action="store_true", help="Also print the two rows as RESULTS.md's table."
+    )
     args = parser.parse_args(argv)
     try:
         a, b = load(args.folder, args.a), load(args.folder, args.b)
@@ -188,6 +222,8 @@ def main(argv=None) -> int:
         return 2
     sa, sb = summary(a), summary(b)
     print("\n".join(lines(args.a, args.b, sa, sb, pair)))
+    if args.markdown:
+        print("\n" + "\n".join(table(args.folder, [args.a, args.b], [a, b])))
     if args.json:
         args.json.write_text(json.dumps({args.a: sa, args.b: sb, "paired": pair}, indent=1))
     return 0

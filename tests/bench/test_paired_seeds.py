@@ -75,3 +75,27 @@ def test_seeds_without_params_are_paired_by_their_command(tmp_path, capsys):
         "error: searched_seed2.json: --epochs 6 but searched_seed0.json has 3; "
         "seeds of one config must differ only by the seed"
     )
+
+
+def test_markdown_rows_link_each_seed_to_its_file(tmp_path, capsys):
+    for path in FIXTURE.glob("*.json"):
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "reference_seed2.json").unlink()  # a seed still running: an empty cell
+    record = json.loads((tmp_path / "searched_seed1.json").read_text())
+    record.update(best_epoch=2, wall_s=3907)
+    (tmp_path / "searched_seed1.json").write_text(json.dumps(record))
+    assert paired_seeds.main(["--folder", str(tmp_path), "--markdown"]) == 0
+    rows = capsys.readouterr().out.split("\n\n", 1)[1].strip().splitlines()
+    assert rows[:2] == [
+        "| config | seed 0 | seed 1 | seed 2 | mean ± std |",
+        "|---|---|---|---|---|",
+    ]
+    base = tmp_path.as_posix()
+    assert rows[2] == (
+        f"| reference | [60.00]({base}/reference_seed0.json) | [61.00]({base}/reference_seed1.json)"
+        " |  | 60.50 ± 0.71 (2 seeds) |"
+    )
+    assert rows[3].startswith(
+        f"| searched | [61.50]({base}/searched_seed0.json) | "
+        f"[61.00]({base}/searched_seed1.json) (best epoch 2; 3907 s) | "
+    )
