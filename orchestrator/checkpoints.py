@@ -46,6 +46,12 @@ def _manager(trial):
     return getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
 
 
+def _latest(trial):
+    """The trial's newest checkpoint result (the one it resumes from), or None."""
+    manager = _manager(trial)
+    return manager.latest_checkpoint_result if manager is not None else None
+
+
 def _kept(trial) -> list:
     """The ``_TrainingResult``s of the trial's checkpoints Tune keeps (best ones + latest)."""
     manager = _manager(trial)
@@ -137,6 +143,8 @@ class CheckpointJanitor(Callback):
         protect: the best trials whose best checkpoint is never evicted.
         keep: each trial's best checkpoints kept (``--keep-checkpoints``); None: all.
     """
+
+    _strip_ready = 0  # a janitor pickled by an older orch has neither this nor _to_strip
 
     def __init__(
         self,
@@ -237,10 +245,9 @@ class CheckpointJanitor(Callback):
         """Drop the trial's checkpoints beyond its ``keep`` best, never its latest while it
         may still run or resume; returns how many were dropped."""
         keep = getattr(self, "keep", None)  # a janitor pickled by an older orch has none
-        manager = _manager(trial)
-        if keep is None or manager is None:
+        if keep is None or _manager(trial) is None:
             return 0
-        latest = manager.latest_checkpoint_result
+        latest = _latest(trial)
         resumable = trial.status != "TERMINATED"
         ranked = sorted(_kept(trial), key=self.score, reverse=True)
         best = {r.checkpoint.path for r in ranked[:keep]}
@@ -277,28 +284,20 @@ class CheckpointJanitor(Callback):
 
     # -- the budget ---------------------------------------------------------------------
 
-    _strip_ready = 0  # class defaults: a janitor pickled by an older orch has neither
-
     def _strips(self) -> list:
         return self.__dict__.setdefault("_to_strip", [])
 
     def _strip_snapshotted(self) -> None:
-        self._strips()
-        ready, self._to_strip = (
-            self._to_strip[: self._strip_ready],
-            self._to_strip[self._strip_ready :],
-        )
-        self._strip_ready = 0
-        for checkpoint in ready:
+        queue, ready = self._strips(), self._strip_ready
+        self._to_strip, self._strip_ready = queue[ready:], 0
+        for checkpoint in queue[:ready]:
             self._strip(checkpoint)
 
     def _queue_unresumable(self, trials) -> None:
         # Strips queued before the driver died are not in the snapshot: queue again what no
         # restored trial resumes from (all but the latest; all of an ended trial's).
         for trial in trials:
-            manager = _manager(trial)
-            latest = manager.latest_checkpoint_result if manager is not None else None
-            ended = trial.status == "TERMINATED"
+            ended, latest = trial.status == "TERMINATED", _latest(trial)
             self._strips().extend(r.checkpoint for r in _kept(trial) if ended or r is not latest)
 
     def _strip(self, checkpoint) -> None:
@@ -321,8 +320,7 @@ class CheckpointJanitor(Callback):
         for trial in ranked[: self.protect]:
             keep.add(max(_kept(trial), key=self.score).checkpoint.path)
         for trial in trials:
-            manager = _manager(trial)
-            latest = manager.latest_checkpoint_result if manager is not None else None
+            latest = _latest(trial)
             if trial.status != "TERMINATED" and latest is not None and latest.checkpoint:
                 keep.add(latest.checkpoint.path)
         return keep

@@ -22,10 +22,7 @@ import pytest
 
 from orchestrator.tracking.journal import Journal
 from orchestrator.tracking.runs import KIND_TAG, PARENT_TAG, STATE_TAG, TRIAL_TAG
-from tests.orchestrator.processes import (
-    orch,
-    wait_for,
-)
+from tests.orchestrator.processes import orch, wait_for
 
 pytestmark = pytest.mark.slow
 
