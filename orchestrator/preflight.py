@@ -64,9 +64,11 @@ def check_encoder(encoder: str) -> None:
 def check_services(tracking_uri: str | None, address: str | None) -> None:
     """Dead services fail in seconds here, not minutes later with half a search created."""
     from orchestrator.resources import check_ray_address
+    from orchestrator.tracking.journal import settle_s
     from orchestrator.tracking.store import check_tracking_uri
 
     try:
+        settle_s()  # a bad ORCH_MLFLOW_SETTLE_S fails now, not after the search
         check_tracking_uri(tracking_uri)
         check_ray_address(address)
     except ValueError as error:

@@ -35,6 +35,7 @@ from orchestrator.settings import SearchSettings, option_fields
 from orchestrator.strategies import make_sampler, make_scheduler
 from orchestrator.tracking import reports as search_reports
 from orchestrator.tracking.callback import MlflowSearchCallback
+from orchestrator.tracking.journal import settle_s
 from orchestrator.tracking.runs import fidelity
 from orchestrator.tracking.writer import git_commit
 
@@ -103,7 +104,8 @@ def run_search(
         raise SearchInterrupted(settings.name)
     search_reports.finish(recorder, results, searcher.study)
     trim_checkpoints(results)
-    unsynced = recorder.writer.settle()  # one more try for writes kept while MLflow was away
+    # Writes kept while MLflow was away: wait a little for it, else name them for `orch sync`.
+    unsynced = recorder.writer.settle(settle_s())
     return SearchResult(
         name=settings.name,
         metric=recorder.metric,

@@ -28,7 +28,7 @@ from orchestrator.options import (
     dataclass_parameters,
     option_name,
 )
-from orchestrator.tracking.journal import journal_dir, journal_path
+from orchestrator.tracking.journal import journal_dir, journal_path, settle_s
 from orchestrator.tracking.runs import FIDELITY_TAG, fidelity
 from orchestrator.tracking.writer import MlflowWriter
 from trainable.config import DialogueTRMConfig, TrainConfig
@@ -158,6 +158,7 @@ def train(
             f"(estimate {memory_params['memory_estimate_gb']} GB of {gpu_memory_gb:g} GB)"
         )
     try:
+        settle_s()  # a bad ORCH_MLFLOW_SETTLE_S fails now, not after the run
         trainer = prepare(
             dataset,
             model_cfg,
@@ -206,7 +207,9 @@ def train(
         raise fail("interrupted; the MLflow run is marked KILLED", 130) from None
     finally:
         writer.end_run(run_id, status)
-        waiting = writer.settle()  # one more try; else where the writes are and what to run
+        # Kept writes: wait a little for the server (not when interrupted), else say where
+        # they are and what to run.
+        waiting = writer.settle(settle_s() if status == "FINISHED" else 0.0)
         if waiting:
             print(f"warning: {waiting}", file=sys.stderr)  # one line, never wrapped
         if not output:  # scratch: all of it, or what no kept write needs

@@ -45,6 +45,12 @@ SWITCH = "ORCH_MLFLOW_JOURNAL"  # "off": MLflow's own retries only, as before th
 QUICK_RETRIES, QUICK_BACKOFF = 2, 1
 PROBE_S = 5.0  # how often a background thread asks an absent server whether it is back
 PROBE_TIMEOUT_S = 3.0
+# At the end of a search or training run, how long to wait for an absent server (a restart
+# takes seconds to a minute) before leaving the kept writes to `orch sync`; the user can
+# change it, 0 gives up at once. Probes then come every SETTLE_EVERY_S, each allowed
+# SETTLE_TIMEOUT_S: nothing else waits on them, and a server just restarted answers slowly.
+SETTLE_VAR, SETTLE_S = "ORCH_MLFLOW_SETTLE_S", 30.0
+SETTLE_EVERY_S, SETTLE_TIMEOUT_S = 2.0, 10.0
 
 
 def journal_dir() -> Path:
@@ -292,6 +298,20 @@ class Probe:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def settle_s() -> float:
+    """Seconds to wait for the server at the end (``ORCH_MLFLOW_SETTLE_S``, default 30)."""
+    raw = os.environ.get(SETTLE_VAR, "").strip()
+    if not raw:
+        return SETTLE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise ValueError(f"{SETTLE_VAR}={raw!r}: expected seconds, a number >= 0")
+    return value
 
 
 def answers(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:

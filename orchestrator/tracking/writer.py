@@ -192,19 +192,40 @@ class MlflowWriter:
             )
         return replayed
 
-    def settle(self) -> str | None:
-        """At the end: one more try if writes are kept; None when all reached the server,
-        else the line telling the user where they are and how to send them."""
+    def settle(self, wait_s: float = 0.0) -> str | None:
+        """At the end: if writes are kept, ask the server again (every ``SETTLE_EVERY_S`` for
+        up to ``wait_s`` seconds: a server being restarted is back in seconds, and replaying
+        now spares the user `orch sync`). None when all reached the server, else the line
+        telling the user where they are and how to send them."""
         kept = self._journal()
         if kept is None or not kept.pending():
             return None
-        if journal_mod.answers(self._uri):
+        if self._probe is not None:  # this loop asks from here on
+            self._probe.stop()
             self._probe = None
-            self.replay()
-        if not kept.pending():
-            return None
+        deadline, told = time.monotonic() + wait_s, False
+        while True:
+            if journal_mod.answers(self._uri, timeout_s=journal_mod.SETTLE_TIMEOUT_S):
+                self.replay()  # a server gone again mid-replay: asked again below
+                if not kept.pending():
+                    return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not told:
+                logger.warning(
+                    "MLflow at %s unreachable; waiting up to %g s for it before leaving "
+                    "%d kept writes to `orch sync` (%s sets how long)",
+                    journal_mod.public_uri(self._uri),
+                    wait_s,
+                    len(kept.pending()),
+                    journal_mod.SETTLE_VAR,
+                )
+                told = True
+            time.sleep(min(journal_mod.SETTLE_EVERY_S, left))
         if self._probe is not None:
             self._probe.stop()
+            self._probe = None
         return (
             f"MLflow at {journal_mod.public_uri(self._uri)} unreachable since "
             f"{journal_mod.clock(kept.since())}; {len(kept.pending())} writes kept in "

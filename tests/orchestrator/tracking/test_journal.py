@@ -182,12 +182,53 @@ def test_outage_mid_search_is_replayed_when_the_server_returns(server, tmp_path)
 
 
 @pytest.mark.timeout(HANG_GUARD_S + 300)
+def test_server_back_while_the_finished_search_waits_for_it(server, tmp_path):
+    """The search's trials end while the server is away; it waits for it (CI once met a
+    search that ended while its server was restarting and left all writes to `orch sync`)."""
+    cwd, name = tmp_path / "project", "late"
+    cwd.mkdir()
+    t0 = time.time()
+    settle = {"ORCH_MLFLOW_SETTLE_S": "240"}  # ample for a restart on a busy machine
+    search = start_search(cwd, name, server.url, {**SHORT_RETRIES, **settle})
+    err_file = cwd / "search.err"
+    try:
+        wait_for(lambda: first_epoch_logged(server.url), 300, "a first epoch on the server")
+        server.stop()
+        stopped = time.time()
+        wait_for(lambda: "waiting up to 240 s" in err_file.read_text(), HANG_GUARD_S, "the wait")
+        waiting = time.time()
+        assert search.poll() is None, err_file.read_text()[-4000:]
+        server.start()
+        restarted = time.time()
+        code, err = wait_search(search, cwd)
+    finally:
+        if search.poll() is None:
+            search.kill()
+    ended = time.time()
+    assert code == 0 and "Traceback" not in err, err[-4000:]
+    assert not Journal(cwd / "mlruns" / "journal" / f"{name}.jsonl").pending()
+    assert "answers again" in err and "unreachable since" not in err, err[-4000:]
+    assert_complete(server.url, cwd, name)
+    print(
+        "\ntimeline (s since the search started):",
+        timeline(
+            t0,
+            server_stopped=stopped,
+            search_waiting=waiting,
+            server_restarted=restarted,
+            search_exited=ended,
+        ),
+    )
+
+
+@pytest.mark.timeout(HANG_GUARD_S + 300)
 def test_server_gone_until_the_end_then_orch_sync(server, tmp_path):
     """MLflow's default retries (minutes per call) must not stall or fail the search."""
     cwd, name = tmp_path / "project", "gone"
     cwd.mkdir()
     t0 = time.time()
-    search = start_search(cwd, name, server.url, DEFAULT_RETRIES)
+    settle = {"ORCH_MLFLOW_SETTLE_S": "5"}  # the end's wait for the server, cut from 30 s
+    search = start_search(cwd, name, server.url, {**DEFAULT_RETRIES, **settle})
     try:
         wait_for(lambda: first_epoch_logged(server.url), 300, "a first epoch on the server")
         server.stop()
@@ -201,6 +242,7 @@ def test_server_gone_until_the_end_then_orch_sync(server, tmp_path):
     assert "Traceback" not in err, err[-4000:]
     lines = [line for line in err.splitlines() if "unreachable since" in line]
     assert len(lines) == 1, err[-3000:]
+    assert err.count("waiting up to 5 s for it before leaving") == 1, err[-3000:]
     path = cwd / "mlruns" / "journal" / f"{name}.jsonl"
     assert f"MLflow at {server.url} unreachable since" in lines[0]
     assert f"kept in {path}; run `orch sync {name}`" in lines[0]

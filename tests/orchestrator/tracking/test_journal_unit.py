@@ -8,8 +8,10 @@ store answers, and the real server is tested in ``test_journal.py``.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -20,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.tracking import journal as journal_mod
 from orchestrator.tracking.journal import Journal, public_uri, quick_requests, unreachable
 from orchestrator.tracking.writer import MlflowWriter
-from tests.orchestrator.processes import free_port
+from tests.orchestrator.processes import free_port, orch
 
 
 @pytest.fixture
@@ -189,3 +191,91 @@ def test_quick_requests_lowers_retries_and_restores_the_users(monkeypatch):
         assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == str(journal_mod.QUICK_BACKOFF)
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
     assert "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR" not in os.environ
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """Answers the probe's GET as a server would once back (the replay itself goes to the
+    sqlite store through ``writer._client``)."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"experiments": []}')
+
+    def log_message(self, *args):
+        pass
+
+
+def test_settle_waits_for_a_server_that_comes_back_and_replays(away, store, monkeypatch):
+    client, experiment = store
+    run = away.start_run(experiment, "r")
+    away.log_metrics(run, {"m": 1.0}, 1)
+    away.end_run(run, "FINISHED")
+    away._client = client
+    monkeypatch.setattr(journal_mod, "SETTLE_EVERY_S", 0.1)
+    port = int(away.tracking_uri.rsplit(":", 1)[1])
+    back = threading.Timer(1.0, lambda: started.append(serve(port)))
+    started: list = []
+    back.start()
+    try:
+        start = time.monotonic()
+        assert away.settle(wait_s=60) is None  # the server came back within the wait
+        waited = time.monotonic() - start
+    finally:
+        back.join()
+        for server in started:
+            server.shutdown()
+            server.server_close()
+    assert 1.0 <= waited < 30
+    assert away.waiting() == 0 and not away._probe
+    real = client.get_run(away.resolve(run))
+    assert real.info.status == "FINISHED" and real.data.metrics == {"m": 1.0}
+
+
+def serve(port: int) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_settle_gives_up_after_its_wait_and_names_orch_sync(away, monkeypatch, caplog):
+    away.start_run("0", "r")
+    monkeypatch.setattr(journal_mod, "SETTLE_EVERY_S", 0.1)
+    start = time.monotonic()
+    assert away.settle(wait_s=0).endswith(f"1 writes kept in {away.journal}; run `orch sync s1`")
+    assert time.monotonic() - start < 5  # no wait asked: one refused probe
+    start = time.monotonic()
+    with caplog.at_level("WARNING"):
+        note = away.settle(wait_s=1.0)
+    assert 1.0 <= time.monotonic() - start < 10
+    assert note.endswith(f"1 writes kept in {away.journal}; run `orch sync s1`")
+    waiting = [r.getMessage() for r in caplog.records if "waiting up to" in r.getMessage()]
+    assert len(waiting) == 1 and "ORCH_MLFLOW_SETTLE_S" in waiting[0]
+    assert away.waiting() == 1
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan"])
+def test_a_bad_settle_wait_is_refused(monkeypatch, raw):
+    monkeypatch.setenv(journal_mod.SETTLE_VAR, raw)
+    with pytest.raises(ValueError, match=f"ORCH_MLFLOW_SETTLE_S='{raw}': expected seconds"):
+        journal_mod.settle_s()
+
+
+def test_the_settle_wait_defaults_and_can_be_zero(monkeypatch):
+    monkeypatch.delenv(journal_mod.SETTLE_VAR, raising=False)
+    assert journal_mod.settle_s() == journal_mod.SETTLE_S == 30.0
+    monkeypatch.setenv(journal_mod.SETTLE_VAR, "0")
+    assert journal_mod.settle_s() == 0.0
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_a_bad_settle_wait_fails_the_command_before_anything_is_written(tmp_path, command):
+    args = ["--dataset", "synthetic", "--max-dialogues", 20]
+    args += ["--quick", "--trials", 1, "--storage", tmp_path / "ray"] if command == "search" else []
+    done = orch(command, *args, cwd=tmp_path, env={journal_mod.SETTLE_VAR: "soon"}, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        "error: ORCH_MLFLOW_SETTLE_S='soon': expected seconds, a number >= 0"
+    ), done.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # no MLflow store, no Ray storage
