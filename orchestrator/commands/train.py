@@ -158,7 +158,7 @@ def train(
             f"(estimate {memory_params['memory_estimate_gb']} GB of {gpu_memory_gb:g} GB)"
         )
     try:
-        settle_s()  # a bad ORCH_MLFLOW_SETTLE_S fails now, not after the run
+        wait_s = settle_s()  # a bad ORCH_MLFLOW_SETTLE_S fails now, not after the run
         trainer = prepare(
             dataset,
             model_cfg,
@@ -209,7 +209,7 @@ def train(
         writer.end_run(run_id, status)
         # Kept writes: wait a little for the server (not when interrupted), else say where
         # they are and what to run.
-        waiting = writer.settle(settle_s() if status == "FINISHED" else 0.0)
+        waiting = writer.settle(wait_s if status == "FINISHED" else 0.0)
         if waiting:
             print(f"warning: {waiting}", file=sys.stderr)  # one line, never wrapped
         if not output:  # scratch: all of it, or what no kept write needs

@@ -133,18 +133,17 @@ def timeline(t0: float, **moments) -> str:
     return json.dumps({k: round(v - t0, 1) if v else None for k, v in moments.items()})
 
 
-@pytest.mark.timeout(HANG_GUARD_S + 200)
-def test_outage_mid_search_is_replayed_when_the_server_returns(server, tmp_path):
-    cwd, name = tmp_path / "project", "outage"
-    cwd.mkdir()
-    t0 = time.time()
-    search = start_search(cwd, name, server.url, SHORT_RETRIES)
+def search_through_outage(cwd: Path, name: str, server, env: dict, back_when) -> tuple:
+    """A search whose server is stopped after its first epoch and started again once
+    ``back_when(cwd)`` returns (the search must still run then); returns the exit code,
+    stderr and the moments (time.time()) of the outage and of the search's end."""
+    search = start_search(cwd, name, server.url, env)
     try:
         wait_for(lambda: first_epoch_logged(server.url), 300, "a first epoch on the server")
-        stopping = time.time()
         server.stop()
         stopped = time.time()
-        time.sleep(OUTAGE_S)
+        back_when(cwd)
+        restarting = time.time()
         assert search.poll() is None, (cwd / "search.err").read_text()[-4000:]
         server.start()
         restarted = time.time()
@@ -152,7 +151,18 @@ def test_outage_mid_search_is_replayed_when_the_server_returns(server, tmp_path)
     finally:
         if search.poll() is None:
             search.kill()
-    ended = time.time()
+    moments = dict(server_stopped=stopped, server_restarting=restarting, server_restarted=restarted)
+    return code, err, {**moments, "search_exited": time.time()}
+
+
+@pytest.mark.timeout(HANG_GUARD_S + 200)
+def test_outage_mid_search_is_replayed_when_the_server_returns(server, tmp_path):
+    cwd, name = tmp_path / "project", "outage"
+    cwd.mkdir()
+    t0 = time.time()
+    code, err, moments = search_through_outage(
+        cwd, name, server, SHORT_RETRIES, lambda _: time.sleep(OUTAGE_S)
+    )
     assert code == 0, err[-4000:]
     assert "Traceback" not in err, err[-4000:]
     journal = Journal(cwd / "mlruns" / "journal" / f"{name}.jsonl")
@@ -168,14 +178,11 @@ def test_outage_mid_search_is_replayed_when_the_server_returns(server, tmp_path)
         "\ntimeline (s since the search started):",
         timeline(
             t0,
-            server_stop_sent=stopping,
-            server_stopped=stopped,
+            **moments,
             first_write_kept=kept[0]["at"],
             last_write_kept=kept[-1]["at"],
-            server_restarted=restarted,
             first_replayed=min(done_at),
             last_replayed=max(done_at),
-            search_exited=ended,
         ),
         f"writes kept: {len(kept)}",
     )
@@ -189,36 +196,19 @@ def test_server_back_while_the_finished_search_waits_for_it(server, tmp_path):
     cwd.mkdir()
     t0 = time.time()
     settle = {"ORCH_MLFLOW_SETTLE_S": "240"}  # ample for a restart on a busy machine
-    search = start_search(cwd, name, server.url, {**SHORT_RETRIES, **settle})
-    err_file = cwd / "search.err"
-    try:
-        wait_for(lambda: first_epoch_logged(server.url), 300, "a first epoch on the server")
-        server.stop()
-        stopped = time.time()
-        wait_for(lambda: "waiting up to 240 s" in err_file.read_text(), HANG_GUARD_S, "the wait")
-        waiting = time.time()
-        assert search.poll() is None, err_file.read_text()[-4000:]
-        server.start()
-        restarted = time.time()
-        code, err = wait_search(search, cwd)
-    finally:
-        if search.poll() is None:
-            search.kill()
-    ended = time.time()
+
+    def until_it_waits(cwd: Path) -> None:  # the trials are over; the search waits
+        err = cwd / "search.err"
+        wait_for(lambda: "waiting up to 240 s" in err.read_text(), HANG_GUARD_S, "the wait")
+
+    code, err, moments = search_through_outage(
+        cwd, name, server, {**SHORT_RETRIES, **settle}, until_it_waits
+    )
     assert code == 0 and "Traceback" not in err, err[-4000:]
     assert not Journal(cwd / "mlruns" / "journal" / f"{name}.jsonl").pending()
     assert "answers again" in err and "unreachable since" not in err, err[-4000:]
     assert_complete(server.url, cwd, name)
-    print(
-        "\ntimeline (s since the search started):",
-        timeline(
-            t0,
-            server_stopped=stopped,
-            search_waiting=waiting,
-            server_restarted=restarted,
-            search_exited=ended,
-        ),
-    )
+    print("\ntimeline (s since the search started):", timeline(t0, **moments))
 
 
 @pytest.mark.timeout(HANG_GUARD_S + 300)

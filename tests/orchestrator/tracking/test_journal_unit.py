@@ -215,8 +215,8 @@ def test_settle_waits_for_a_server_that_comes_back_and_replays(away, store, monk
     away._client = client
     monkeypatch.setattr(journal_mod, "SETTLE_EVERY_S", 0.1)
     port = int(away.tracking_uri.rsplit(":", 1)[1])
+    started: list = []  # the server, once it is back
     back = threading.Timer(1.0, lambda: started.append(serve(port)))
-    started: list = []
     back.start()
     try:
         start = time.monotonic()
